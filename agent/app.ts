@@ -1,0 +1,126 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import { hostname } from 'node:os'
+import pino, { type Logger } from 'pino'
+import { defaultRuntimeSockets, type ProbeOptions } from './capabilities/probe.js'
+import { CapabilityStore } from './capabilities/store.js'
+import type { HostPaths } from './faults/types.js'
+import { Journal } from './journal/journal.js'
+import { Injector } from './lifecycle/injector.js'
+import { createMetrics } from './metrics.js'
+import { authPlugin, type AuthOptions } from './plugins/auth.js'
+import { errorsPlugin } from './plugins/errors.js'
+import { capabilitiesRoutes } from './routes/capabilities.js'
+import { healthRoutes } from './routes/health.js'
+import { injectionRoutes } from './routes/injections.js'
+import { targetRoutes } from './routes/targets.js'
+import { AGENT_VERSION } from './version.js'
+
+export interface TlsFiles {
+  cert: string | Buffer
+  key: string | Buffer
+  /** CA for client certificates: when set, every client must present a certificate it signed. */
+  ca?: string | Buffer
+}
+
+export interface AgentOptions {
+  stateDir: string
+  maxDurationMs: number
+  /** Shortest accepted duration (default 1 s). */
+  minDurationMs?: number
+  logger?: Logger
+  /** Bearer token every request except /healthz must carry. */
+  token?: string
+  tls?: TlsFiles
+  paths?: Partial<HostPaths>
+  runtimeSockets?: ProbeOptions['runtimeSockets']
+  /** Largest accepted request body, in bytes. */
+  bodyLimit?: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    injector: Injector
+  }
+}
+
+/**
+ * Builds the agent as a Fastify instance that does not listen (main.ts listens). Before it
+ * returns, every injection the journal says may still be on the host has been recovered, so no
+ * request is ever answered by an agent that has not reconciled.
+ */
+export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
+  const log = opts.logger ?? pino({ level: 'silent' })
+  const paths: HostPaths = { procRoot: opts.paths?.procRoot ?? '/proc' }
+  const journal = new Journal(opts.stateDir)
+  const capabilities = new CapabilityStore(
+    { procRoot: paths.procRoot, runtimeSockets: opts.runtimeSockets ?? defaultRuntimeSockets },
+    log.child({ component: 'capabilities' }),
+  )
+  const metrics = createMetrics(() => journal.countOpenByKind())
+  const injector = new Injector({
+    journal,
+    log: log.child({ component: 'injector' }),
+    paths,
+    targets: { paths, selfPid: process.pid, hostname: hostname() },
+    metrics,
+    capabilities: () => capabilities.get(),
+    maxDurationMs: opts.maxDurationMs,
+    ...(opts.minDurationMs !== undefined ? { minDurationMs: opts.minDurationMs } : {}),
+  })
+
+  try {
+    await injector.reconcile()
+  } catch (err) {
+    journal.close()
+    throw err
+  }
+  // Probe in the background; the first injection or capabilities request waits for it.
+  capabilities.get().catch((err) => log.error({ err }, 'capability probe failed'))
+
+  const app = Fastify({
+    loggerInstance: log,
+    // The auth plugin writes one line per request with who/what instead.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: opts.bodyLimit ?? 64 * 1024,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    ...(opts.tls
+      ? {
+          https: {
+            cert: opts.tls.cert,
+            key: opts.tls.key,
+            ...(opts.tls.ca ? { ca: opts.tls.ca, requestCert: true, rejectUnauthorized: true } : {}),
+            minVersion: 'TLSv1.2' as const,
+          },
+        }
+      : {}),
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.decorate('injector', injector)
+  app.addHook('onClose', async () => {
+    await injector.close()
+    journal.close()
+  })
+
+  await app.register(errorsPlugin)
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Faultline agent API', version: AGENT_VERSION, description: 'Inject faults on this host and take them back out.' },
+      components: opts.token ? { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } } : {},
+      ...(opts.token ? { security: [{ bearer: [] }] } : {}),
+    },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+  const auth: AuthOptions = { ...(opts.token ? { token: opts.token } : {}), clientCerts: Boolean(opts.tls?.ca) }
+  await app.register(authPlugin, auth)
+  await app.register(healthRoutes, { registry: metrics.registry })
+  await app.register(injectionRoutes, { injector })
+  await app.register(capabilitiesRoutes, { capabilities })
+  await app.register(targetRoutes, { targets: { paths, selfPid: process.pid, hostname: hostname() } })
+  return app as unknown as FastifyInstance
+}

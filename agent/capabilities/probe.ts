@@ -1,0 +1,297 @@
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { hostname as osHostname } from 'node:os'
+import si from 'systeminformation'
+import type { Capabilities, Feature, FeatureMap, FeatureName, HostFacts } from '../../protocol/capabilities.js'
+import { faultKinds } from '../faults/registry.js'
+import { findProgram, run } from '../exec.js'
+import { pidfdSupported } from '../native/libc.js'
+import { AGENT_VERSION } from '../version.js'
+
+/**
+ * Finds out what this host can really do. Kernel features are tried, not guessed: qdiscs, tc
+ * actions, link types, nft expressions and iptables matches are exercised inside a throwaway
+ * network namespace (`unshare --net`), which vanishes with the probe process, so the host's own
+ * network is never touched.
+ */
+export interface ProbeOptions {
+  procRoot: string
+  runtimeSockets: Record<'docker' | 'containerd' | 'podman' | 'crio', readonly string[]>
+}
+
+export const defaultRuntimeSockets: ProbeOptions['runtimeSockets'] = {
+  docker: ['/run/docker.sock', '/var/run/docker.sock'],
+  containerd: ['/run/containerd/containerd.sock'],
+  podman: ['/run/podman/podman.sock'],
+  crio: ['/run/crio/crio.sock', '/var/run/crio/crio.sock'],
+}
+
+const yes = (detail: string): Feature => ({ available: true, detail })
+const no = (detail: string): Feature => ({ available: false, detail })
+
+type PartialFeatures = Partial<Record<FeatureName, Feature>>
+
+/** tc commands run as one `tc -force -batch -`; each probe is an add (checked) and a cleanup. */
+const tcProbes: { feature: FeatureName; add: string; cleanup?: string }[] = [
+  { feature: 'qdisc:netem', add: 'qdisc add dev lo root handle 1: netem delay 1ms', cleanup: 'qdisc del dev lo root' },
+  { feature: 'qdisc:tbf', add: 'qdisc add dev lo root handle 1: tbf rate 1mbit burst 32kb latency 50ms', cleanup: 'qdisc del dev lo root' },
+  { feature: 'qdisc:htb', add: 'qdisc add dev lo root handle 1: htb default 1', cleanup: 'qdisc del dev lo root' },
+  { feature: 'qdisc:prio', add: 'qdisc add dev lo root handle 1: prio', cleanup: 'qdisc del dev lo root' },
+  { feature: 'qdisc:fq', add: 'qdisc add dev lo root handle 1: fq', cleanup: 'qdisc del dev lo root' },
+  { feature: 'qdisc:fq_codel', add: 'qdisc add dev lo root handle 1: fq_codel', cleanup: 'qdisc del dev lo root' },
+  { feature: 'qdisc:ingress', add: 'qdisc add dev lo handle ffff: ingress' },
+  { feature: 'tc-filter:u32', add: 'filter add dev lo parent ffff: prio 1 protocol all u32 match u32 0 0' },
+  { feature: 'tc-action:mirred', add: 'filter add dev lo parent ffff: prio 2 protocol all u32 match u32 0 0 action mirred egress redirect dev lo' },
+  { feature: 'tc-action:gact', add: 'filter add dev lo parent ffff: prio 3 protocol all u32 match u32 0 0 action gact drop' },
+  { feature: 'tc-action:police', add: 'filter add dev lo parent ffff: prio 4 protocol all u32 match u32 0 0 action police rate 1mbit burst 10k drop' },
+]
+
+async function probeTc(unshare: string | undefined, tc: string | undefined): Promise<PartialFeatures> {
+  const out: PartialFeatures = {}
+  if (!tc || !unshare) {
+    const why = !tc ? 'tc (iproute2) is not installed' : 'unshare (util-linux) is not installed, so kernel qdiscs cannot be probed safely'
+    for (const p of tcProbes) out[p.feature] = no(why)
+    return out
+  }
+  const lines: string[] = []
+  const lineOf = new Map<FeatureName, number>()
+  for (const p of tcProbes) {
+    lines.push(p.add)
+    lineOf.set(p.feature, lines.length)
+    if (p.cleanup) lines.push(p.cleanup)
+  }
+  const res = await run([unshare, '--net', '--', tc, '-force', '-batch', '-'], { input: lines.join('\n') + '\n' })
+  // tc prints the kernel's message, then "Command failed -:<line>", for each failing line.
+  const failed = new Map<number, string>()
+  const errLines = res.stderr.split('\n')
+  errLines.forEach((l, i) => {
+    const m = /^Command failed -:(\d+)/.exec(l)
+    if (m) failed.set(Number(m[1]), (errLines[i - 1] ?? '').replace(/^Error:\s*/, '').trim())
+  })
+  for (const p of tcProbes) {
+    const line = lineOf.get(p.feature)!
+    const what = p.feature.split(':')[1]
+    const err = failed.get(line)
+    out[p.feature] = err === undefined ? yes(`tc accepted "${p.add}" in a throwaway netns`) : no(`kernel refused ${p.feature.startsWith('qdisc') ? 'qdisc' : p.feature.startsWith('tc-filter') ? 'classifier' : 'action'} ${what}: ${err || 'unknown error'} (kernel lacks ${kernelOption(p.feature)})`)
+  }
+  return out
+}
+
+function kernelOption(feature: FeatureName): string {
+  const [kind, name] = feature.split(':') as [string, string]
+  if (kind === 'qdisc') return `sch_${name}`
+  if (kind === 'tc-filter') return `cls_${name}`
+  return `act_${name}`
+}
+
+async function probeCommand(
+  unshare: string | undefined,
+  argv: string[] | undefined,
+  missing: string,
+  success: string,
+  input?: string,
+): Promise<Feature> {
+  if (!argv) return no(missing)
+  if (!unshare) return no('unshare (util-linux) is not installed, so this cannot be probed safely')
+  const res = await run([unshare, '--net', '--', ...argv], input === undefined ? {} : { input })
+  if (res.code === 0) return yes(success)
+  const lines = res.stderr.trim().split('\n')
+  const err = (lines.find((l) => l.startsWith('Error:')) ?? lines.slice(-2).join(' ')).replace(/\s+/g, ' ').slice(0, 300)
+  return no(`${argv[0]?.split('/').pop()} failed in a throwaway netns: ${err || `exit ${res.code}`}`)
+}
+
+async function probeNetfilter(unshare: string | undefined, nft: string | undefined, ipt: string | undefined, ip: string | undefined): Promise<PartialFeatures> {
+  const chain = 'add table inet flprobe\nadd chain inet flprobe c { type filter hook output priority 0; }\n'
+  const nftProbe = (rule: string, success: string) =>
+    probeCommand(unshare, nft ? [nft, '-f', '-'] : undefined, 'nft (nftables) is not installed', success, chain + rule + '\n')
+  const iptProbe = (args: string[], success: string) =>
+    probeCommand(unshare, ipt ? [ipt, '-w', ...args] : undefined, 'iptables is not installed', success)
+  const [tables, numgen, reject, queue, statistic, nfqueue, redirect, veth, ifb] = await Promise.all([
+    nftProbe('', 'nft can create tables and chains'),
+    nftProbe('add rule inet flprobe c numgen random mod 100 < 30 drop', 'nft numgen expression works'),
+    nftProbe('add rule inet flprobe c meta l4proto tcp reject with tcp reset', 'nft reject works'),
+    nftProbe('add rule inet flprobe c queue num 0 bypass', 'nft queue works'),
+    iptProbe(['-A', 'OUTPUT', '-m', 'statistic', '--mode', 'random', '--probability', '0.3', '-j', 'DROP'], 'iptables statistic match works'),
+    iptProbe(['-A', 'OUTPUT', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass'], 'iptables NFQUEUE target works'),
+    iptProbe(['-t', 'nat', '-A', 'OUTPUT', '-p', 'udp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', '5353'], 'iptables REDIRECT works'),
+    probeCommand(unshare, ip ? [ip, 'link', 'add', 'flprobe0', 'type', 'veth', 'peer', 'name', 'flprobe1'] : undefined, 'ip (iproute2) is not installed', 'veth pairs can be created'),
+    probeCommand(unshare, ip ? [ip, 'link', 'add', 'flprobe0', 'type', 'ifb'] : undefined, 'ip (iproute2) is not installed', 'ifb devices can be created'),
+  ])
+  return {
+    'nft:tables': tables,
+    'nft:numgen': numgen,
+    'nft:reject': reject,
+    'nft:queue': queue,
+    'iptables:statistic': statistic,
+    'iptables:nfqueue': nfqueue,
+    'iptables:redirect': redirect,
+    'link:veth': veth,
+    'link:ifb': ifb,
+  }
+}
+
+/** cgroup v1 hierarchies and the v2 mount, from our own mountinfo (not PID 1's). */
+export function probeCgroups(procRoot: string): PartialFeatures {
+  let mountinfo = ''
+  try {
+    mountinfo = readFileSync(`${procRoot}/self/mountinfo`, 'utf8')
+  } catch {
+    return { 'cgroup:v1': no('cannot read mountinfo'), 'cgroup:v2': no('cannot read mountinfo'), 'cgroup:freezer': no('cannot read mountinfo') }
+  }
+  const v1: string[] = []
+  const v1Controllers = new Set<string>()
+  let v2Path: string | undefined
+  for (const line of mountinfo.split('\n')) {
+    const [left, right] = line.split(' - ')
+    if (!left || !right) continue
+    const mountPoint = left.split(' ')[4] ?? ''
+    const [fstype, , superOpts = ''] = right.split(' ')
+    if (fstype === 'cgroup2' && !v2Path) v2Path = mountPoint
+    if (fstype === 'cgroup') {
+      v1.push(mountPoint)
+      for (const o of superOpts.split(',')) if (!['rw', 'ro', 'relatime', 'nsdelegate'].includes(o) && !o.startsWith('name=') && !o.startsWith('release_agent')) v1Controllers.add(o)
+    }
+  }
+  let v2Controllers = ''
+  if (v2Path) {
+    try {
+      v2Controllers = readFileSync(`${v2Path}/cgroup.controllers`, 'utf8').trim()
+    } catch {
+      /* unreadable controllers file: still mounted */
+    }
+  }
+  // cgroup.freeze exists in every non-root v2 cgroup (Linux >= 5.2); look at our own.
+  let v2Freezer = false
+  if (v2Path) {
+    try {
+      const own = /^0::(.*)$/m.exec(readFileSync(`${procRoot}/self/cgroup`, 'utf8'))?.[1]
+      if (own && own !== '/') v2Freezer = existsSync(`${v2Path}${own}/cgroup.freeze`)
+    } catch {
+      /* leave false */
+    }
+  }
+  return {
+    'cgroup:v1': v1.length > 0 ? yes(`v1 controllers: ${[...v1Controllers].sort().join(', ')}`) : no('no cgroup v1 hierarchy is mounted'),
+    'cgroup:v2': v2Path ? yes(`cgroup2 at ${v2Path}${v2Controllers ? ` (controllers: ${v2Controllers})` : ' (no controllers enabled)'}`) : no('no cgroup2 filesystem is mounted'),
+    'cgroup:freezer': v1Controllers.has('freezer')
+      ? yes('v1 freezer controller is mounted')
+      : v2Freezer
+        ? yes('cgroup v2 freezer (cgroup.freeze)')
+        : no('neither a v1 freezer hierarchy nor cgroup v2 is mounted'),
+  }
+}
+
+function probeFiles(procRoot: string, sockets: ProbeOptions['runtimeSockets']): PartialFeatures {
+  const out: PartialFeatures = {}
+  let scope: string | undefined
+  try {
+    scope = readFileSync(`${procRoot}/sys/kernel/yama/ptrace_scope`, 'utf8').trim()
+  } catch {
+    scope = undefined
+  }
+  out.ptrace =
+    scope === '3'
+      ? no('kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot')
+      : yes(scope === undefined ? 'no Yama LSM: classic ptrace permissions (root may attach)' : `kernel.yama.ptrace_scope is ${scope}; root may attach`)
+  out.fuse = isCharDevice('/dev/fuse') ? yes('/dev/fuse is present') : no('/dev/fuse is missing (kernel without FUSE, or not exposed to this host)')
+  out.timens = existsSync(`${procRoot}/self/ns/time`) ? yes('time namespaces are supported') : no('kernel lacks time namespaces (CONFIG_TIME_NS, Linux >= 5.6)')
+  for (const [runtime, paths] of Object.entries(sockets) as [keyof typeof sockets, readonly string[]][]) {
+    const found = paths.find(isSocket)
+    out[`runtime:${runtime}`] = found ? yes(`socket ${found}`) : no(`no socket at ${paths.join(' or ')}`)
+  }
+  return out
+}
+
+function isSocket(path: string): boolean {
+  try {
+    return statSync(path).isSocket()
+  } catch {
+    return false
+  }
+}
+
+function isCharDevice(path: string): boolean {
+  try {
+    return statSync(path).isCharacterDevice()
+  } catch {
+    return false
+  }
+}
+
+export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
+  const tools = {
+    ip: findProgram('ip'),
+    tc: findProgram('tc'),
+    nft: findProgram('nft'),
+    iptables: findProgram('iptables'),
+    unshare: findProgram('unshare'),
+    'stress-ng': findProgram('stress-ng'),
+  }
+  const toolFeature = (name: keyof typeof tools, pkg: string): Feature =>
+    tools[name] ? yes(tools[name]!) : no(`${name} is not installed (Debian package ${pkg})`)
+  const [tc, netfilter] = await Promise.all([
+    probeTc(tools.unshare, tools.tc),
+    probeNetfilter(tools.unshare, tools.nft, tools.iptables, tools.ip),
+  ])
+  const pidfd = pidfdSupported()
+  const features: PartialFeatures = {
+    signals: yes('kill(2) is always available'),
+    pidfd: pidfd.available ? yes(pidfd.detail) : no(pidfd.detail),
+    'tool:ip': toolFeature('ip', 'iproute2'),
+    'tool:tc': toolFeature('tc', 'iproute2'),
+    'tool:nft': toolFeature('nft', 'nftables'),
+    'tool:iptables': toolFeature('iptables', 'iptables'),
+    'tool:unshare': toolFeature('unshare', 'util-linux'),
+    'tool:stress-ng': toolFeature('stress-ng', 'stress-ng'),
+    ...tc,
+    ...netfilter,
+    ...probeCgroups(opts.procRoot),
+    ...probeFiles(opts.procRoot, opts.runtimeSockets),
+  }
+  return features as FeatureMap
+}
+
+export async function probeHostFacts(): Promise<HostFacts> {
+  const [os, cpu, mem] = await Promise.all([si.osInfo(), si.cpu(), si.mem()])
+  return {
+    hostname: os.hostname || osHostname(),
+    platform: os.platform,
+    distro: os.distro,
+    release: os.release,
+    kernel: os.kernel,
+    arch: os.arch,
+    cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(),
+    cpuCores: cpu.cores,
+    memTotalBytes: mem.total,
+    agentPid: process.pid,
+    agentVersion: AGENT_VERSION,
+    nodeVersion: process.version,
+  }
+}
+
+/** Per-kind availability: a kind is available when every feature it requires is. */
+export function kindAvailability(features: FeatureMap): Capabilities['kinds'] {
+  const kinds: Capabilities['kinds'] = {}
+  for (const k of faultKinds) {
+    const missing = k.requires.filter((f) => !features[f]?.available)
+    kinds[k.kind] = {
+      available: missing.length === 0,
+      ...(missing.length > 0 ? { reason: missing.map((f) => features[f]?.detail ?? `${f} was not probed`).join('; ') } : {}),
+      requires: [...k.requires],
+      targets: [...k.targets],
+      recoverable: k.recoverable,
+    }
+  }
+  return kinds
+}
+
+export async function probeCapabilities(opts: ProbeOptions): Promise<Capabilities> {
+  const started = performance.now()
+  const [host, features] = await Promise.all([probeHostFacts(), probeFeatures(opts)])
+  return {
+    probedAt: new Date().toISOString(),
+    probeMs: Math.round(performance.now() - started),
+    host,
+    features,
+    kinds: kindAvailability(features),
+  }
+}

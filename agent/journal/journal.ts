@@ -1,0 +1,282 @@
+import Database from 'better-sqlite3'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import type { InjectionStatus } from '../../protocol/injection.js'
+import type { Plan } from '../../protocol/plan.js'
+import type { ResolvedTarget } from '../../protocol/target.js'
+
+/**
+ * The write-ahead journal. Every injection and its plan are committed before anything touches
+ * the host; the undo state right after apply. WAL + synchronous=FULL: a committed row survives
+ * kill -9 of the agent and a power cut. better-sqlite3 is synchronous, so a method returning
+ * means the row is on disk.
+ */
+export interface JournalRow {
+  seq: number
+  id: string
+  requestId: string
+  requestHash: string
+  kind: string
+  status: InjectionStatus
+  fault: unknown
+  target: unknown
+  resolved: ResolvedTarget
+  targetKey: string
+  plan: Plan
+  /** The undo state: derived from the plan before apply, replaced by apply's result after. */
+  state: unknown
+  duration: string
+  durationMs: number
+  recoverable: boolean
+  createdAt: number
+  expiresAt: number
+  updatedAt: number
+  recoveredAt: number | null
+  /** 1 until the host carries nothing of this injection any more. */
+  needsUndo: boolean
+  error: { code: string; message: string } | null
+  notes: string[]
+  origin: unknown
+}
+
+export type NewJournalRow = Omit<JournalRow, 'seq' | 'updatedAt' | 'recoveredAt' | 'error' | 'notes' | 'needsUndo' | 'status'>
+
+interface RawRow {
+  seq: number
+  id: string
+  request_id: string
+  request_hash: string
+  kind: string
+  status: string
+  fault: string
+  target: string
+  resolved: string
+  target_key: string
+  plan: string
+  state: string | null
+  duration: string
+  duration_ms: number
+  recoverable: number
+  created_at: number
+  expires_at: number
+  updated_at: number
+  recovered_at: number | null
+  needs_undo: number
+  error: string | null
+  notes: string
+  origin: string | null
+}
+
+const SCHEMA_VERSION = 1
+
+export class Journal {
+  readonly path: string
+  readonly #db: Database.Database
+  readonly #stmts: ReturnType<Journal['prepare']>
+
+  constructor(stateDir: string) {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 })
+    this.path = join(stateDir, 'journal.sqlite')
+    this.#db = new Database(this.path)
+    this.#db.pragma('journal_mode = WAL')
+    this.#db.pragma('synchronous = FULL')
+    this.#db.pragma('busy_timeout = 5000')
+    this.migrate()
+    this.#stmts = this.prepare()
+  }
+
+  private migrate(): void {
+    const version = this.#db.pragma('user_version', { simple: true }) as number
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`journal ${this.path} has schema version ${version}, newer than this agent understands (${SCHEMA_VERSION}); upgrade the agent`)
+    }
+    if (version < 1) {
+      this.#db.exec(`
+        CREATE TABLE injections (
+          seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+          id           TEXT NOT NULL UNIQUE,
+          request_id   TEXT NOT NULL,
+          request_hash TEXT NOT NULL,
+          kind         TEXT NOT NULL,
+          status       TEXT NOT NULL,
+          fault        TEXT NOT NULL,
+          target       TEXT NOT NULL,
+          resolved     TEXT NOT NULL,
+          target_key   TEXT NOT NULL,
+          plan         TEXT NOT NULL,
+          state        TEXT,
+          duration     TEXT NOT NULL,
+          duration_ms  INTEGER NOT NULL,
+          recoverable  INTEGER NOT NULL,
+          created_at   INTEGER NOT NULL,
+          expires_at   INTEGER NOT NULL,
+          updated_at   INTEGER NOT NULL,
+          recovered_at INTEGER,
+          needs_undo   INTEGER NOT NULL,
+          error        TEXT,
+          notes        TEXT NOT NULL DEFAULT '[]',
+          origin       TEXT
+        );
+        CREATE INDEX injections_request ON injections(request_id);
+        CREATE INDEX injections_undo ON injections(needs_undo) WHERE needs_undo = 1;
+        PRAGMA user_version = 1;
+      `)
+    }
+  }
+
+  private prepare() {
+    const db = this.#db
+    return {
+      insert: db.prepare(`
+        INSERT INTO injections (id, request_id, request_hash, kind, status, fault, target, resolved, target_key,
+          plan, state, duration, duration_ms, recoverable, created_at, expires_at, updated_at, needs_undo, origin)
+        VALUES (@id, @requestId, @requestHash, @kind, 'pending', @fault, @target, @resolved, @targetKey,
+          @plan, @state, @duration, @durationMs, @recoverable, @createdAt, @expiresAt, @createdAt, 1, @origin)`),
+      get: db.prepare('SELECT * FROM injections WHERE id = ?'),
+      byRequest: db.prepare('SELECT * FROM injections WHERE request_id = ? ORDER BY seq'),
+      list: db.prepare('SELECT * FROM injections ORDER BY seq DESC LIMIT ?'),
+      listByStatus: db.prepare('SELECT * FROM injections WHERE status = ? ORDER BY seq DESC LIMIT ?'),
+      needingUndo: db.prepare('SELECT * FROM injections WHERE needs_undo = 1 ORDER BY seq'),
+      openOnKey: db.prepare(
+        "SELECT * FROM injections WHERE needs_undo = 1 AND status != 'failed' AND kind = ? AND target_key = ?",
+      ),
+      countOpenByKind: db.prepare(
+        "SELECT kind, COUNT(*) AS n FROM injections WHERE status IN ('pending','applying','active','recovering') GROUP BY kind",
+      ),
+      setStatus: db.prepare('UPDATE injections SET status = ?, updated_at = ? WHERE id = ?'),
+      setState: db.prepare('UPDATE injections SET state = ?, updated_at = ? WHERE id = ?'),
+      activate: db.prepare("UPDATE injections SET status = 'active', state = ?, updated_at = ? WHERE id = ?"),
+      recovered: db.prepare(
+        "UPDATE injections SET status = 'recovered', needs_undo = 0, recovered_at = ?, updated_at = ? WHERE id = ?",
+      ),
+      failed: db.prepare("UPDATE injections SET status = 'failed', error = ?, updated_at = ? WHERE id = ?"),
+      undone: db.prepare('UPDATE injections SET needs_undo = 0, recovered_at = ?, updated_at = ? WHERE id = ?'),
+      setError: db.prepare('UPDATE injections SET error = ?, updated_at = ? WHERE id = ?'),
+      setNotes: db.prepare('UPDATE injections SET notes = ?, updated_at = ? WHERE id = ?'),
+    }
+  }
+
+  /** Commits all rows of one request in one transaction, as 'pending' with needs_undo = 1. */
+  insertPending(rows: NewJournalRow[]): void {
+    const insert = this.#stmts.insert
+    this.#db.transaction((all: NewJournalRow[]) => {
+      for (const r of all) {
+        insert.run({
+          id: r.id,
+          requestId: r.requestId,
+          requestHash: r.requestHash,
+          kind: r.kind,
+          fault: JSON.stringify(r.fault),
+          target: JSON.stringify(r.target),
+          resolved: JSON.stringify(r.resolved),
+          targetKey: r.targetKey,
+          plan: JSON.stringify(r.plan),
+          state: JSON.stringify(r.state),
+          duration: r.duration,
+          durationMs: r.durationMs,
+          recoverable: r.recoverable ? 1 : 0,
+          createdAt: r.createdAt,
+          expiresAt: r.expiresAt,
+          origin: r.origin === undefined ? null : JSON.stringify(r.origin),
+        })
+      }
+    })(rows)
+  }
+
+  get(id: string): JournalRow | undefined {
+    const raw = this.#stmts.get.get(id) as RawRow | undefined
+    return raw && decode(raw)
+  }
+
+  byRequest(requestId: string): JournalRow[] {
+    return (this.#stmts.byRequest.all(requestId) as RawRow[]).map(decode)
+  }
+
+  list(status?: InjectionStatus, limit = 1000): JournalRow[] {
+    const raws = status ? this.#stmts.listByStatus.all(status, limit) : this.#stmts.list.all(limit)
+    return (raws as RawRow[]).map(decode)
+  }
+
+  needingUndo(): JournalRow[] {
+    return (this.#stmts.needingUndo.all() as RawRow[]).map(decode)
+  }
+
+  /** Injections of `kind` on the concrete target `targetKey` that may still be on the host. */
+  openOnTarget(kind: string, targetKey: string): JournalRow[] {
+    return (this.#stmts.openOnKey.all(kind, targetKey) as RawRow[]).map(decode)
+  }
+
+  countOpenByKind(): Map<string, number> {
+    const rows = this.#stmts.countOpenByKind.all() as { kind: string; n: number }[]
+    return new Map(rows.map((r) => [r.kind, r.n]))
+  }
+
+  setStatus(id: string, status: InjectionStatus): void {
+    this.#stmts.setStatus.run(status, Date.now(), id)
+  }
+
+  setState(id: string, state: unknown): void {
+    this.#stmts.setState.run(JSON.stringify(state), Date.now(), id)
+  }
+
+  markActive(id: string, state: unknown): void {
+    this.#stmts.activate.run(JSON.stringify(state), Date.now(), id)
+  }
+
+  markRecovered(id: string): void {
+    const now = Date.now()
+    this.#stmts.recovered.run(now, now, id)
+  }
+
+  markFailed(id: string, error: { code: string; message: string }): void {
+    this.#stmts.failed.run(JSON.stringify(error), Date.now(), id)
+  }
+
+  /** The host carries nothing of this injection any more (used for failed injections). */
+  markUndone(id: string): void {
+    const now = Date.now()
+    this.#stmts.undone.run(now, now, id)
+  }
+
+  setError(id: string, error: { code: string; message: string } | null): void {
+    this.#stmts.setError.run(error === null ? null : JSON.stringify(error), Date.now(), id)
+  }
+
+  addNote(id: string, note: string): void {
+    const row = this.get(id)
+    if (!row) return
+    this.#stmts.setNotes.run(JSON.stringify([...row.notes, note]), Date.now(), id)
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close()
+  }
+}
+
+function decode(r: RawRow): JournalRow {
+  return {
+    seq: r.seq,
+    id: r.id,
+    requestId: r.request_id,
+    requestHash: r.request_hash,
+    kind: r.kind,
+    status: r.status as InjectionStatus,
+    fault: JSON.parse(r.fault),
+    target: JSON.parse(r.target),
+    resolved: JSON.parse(r.resolved) as ResolvedTarget,
+    targetKey: r.target_key,
+    plan: JSON.parse(r.plan) as Plan,
+    state: r.state === null ? null : JSON.parse(r.state),
+    duration: r.duration,
+    durationMs: r.duration_ms,
+    recoverable: r.recoverable === 1,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    updatedAt: r.updated_at,
+    recoveredAt: r.recovered_at,
+    needsUndo: r.needs_undo === 1,
+    error: r.error === null ? null : (JSON.parse(r.error) as { code: string; message: string }),
+    notes: JSON.parse(r.notes) as string[],
+    origin: r.origin === null ? null : JSON.parse(r.origin),
+  }
+}

@@ -1,0 +1,61 @@
+import closeWithGrace from 'close-with-grace'
+import pino, { type Logger } from 'pino'
+import { buildAgent } from './app.js'
+import {
+  type AgentConfig,
+  checkExposure,
+  checkMaxDuration,
+  checkTlsPair,
+  parseListen,
+  readFileOrFail,
+  readSecretFile,
+} from './config.js'
+import { AGENT_VERSION } from './version.js'
+
+export function createLogger(level: string): Logger {
+  // Pretty output only for a person at a terminal; JSON lines for journald and collectors.
+  if (process.stdout.isTTY) {
+    return pino({ level, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } })
+  }
+  return pino({ level })
+}
+
+/**
+ * The agent process: the only place that listens and handles signals. On SIGTERM/SIGINT it
+ * stops taking requests and recovers every injection before exiting; after SIGKILL or a crash,
+ * the next start recovers them before the API answers.
+ */
+export async function startAgent(config: AgentConfig): Promise<void> {
+  const listen = parseListen(config.listen)
+  checkTlsPair(config)
+  checkExposure(config, listen)
+  const maxDurationMs = checkMaxDuration(config.maxDuration)
+  const token = config.tokenFile ? readSecretFile(config.tokenFile, 'token file') : undefined
+  const tls =
+    config.tlsCert && config.tlsKey
+      ? {
+          cert: readFileOrFail(config.tlsCert, 'TLS certificate'),
+          key: readFileOrFail(config.tlsKey, 'TLS key'),
+          ...(config.tlsCa ? { ca: readFileOrFail(config.tlsCa, 'TLS client CA') } : {}),
+        }
+      : undefined
+
+  const log = createLogger(config.logLevel)
+  log.info({ version: AGENT_VERSION, pid: process.pid, stateDir: config.stateDir }, 'faultline agent starting')
+  const app = await buildAgent({
+    stateDir: config.stateDir,
+    maxDurationMs,
+    logger: log,
+    ...(token ? { token } : {}),
+    ...(tls ? { tls } : {}),
+  })
+
+  closeWithGrace({ delay: 30_000, logger: log }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'fatal error; recovering every injection before exit')
+    else log.info({ signal }, 'stopping; recovering every injection before exit')
+    await app.close()
+  })
+
+  await app.listen({ host: listen.host, port: listen.port })
+  log.info({ url: `${tls ? 'https' : 'http'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)' }, 'faultline agent ready')
+}

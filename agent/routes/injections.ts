@@ -1,0 +1,110 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { ErrorBodySchema } from '../../protocol/errors.js'
+import {
+  CreateInjectionBodySchema,
+  CreateInjectionReplySchema,
+  InjectionListSchema,
+  InjectionSchema,
+  InjectionStatusSchema,
+} from '../../protocol/injection.js'
+import { FaultlineError } from '../../protocol/errors.js'
+import { targetTypes } from '../../protocol/target.js'
+import { faultKindNames, getFaultKind } from '../faults/registry.js'
+import type { Injector } from '../lifecycle/injector.js'
+
+const errors = { '4xx': ErrorBodySchema, '5xx': ErrorBodySchema }
+/** Names an unknown kind or target type plainly, instead of the union's "must match a schema in anyOf". */
+async function explainUnknownNames(req: { body: unknown }): Promise<void> {
+  const body = req.body as { fault?: { kind?: unknown }; target?: { type?: unknown } } | null
+  if (!body || typeof body !== 'object') return
+  const kind = body.fault && typeof body.fault === 'object' ? body.fault.kind : undefined
+  if (typeof kind === 'string' && !getFaultKind(kind)) {
+    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown fault kind ${JSON.stringify(kind.slice(0, 40))}; this agent knows: ${faultKindNames.join(', ')}`)
+  }
+  const type = body.target && typeof body.target === 'object' ? body.target.type : undefined
+  if (typeof type === 'string' && !(targetTypes as readonly string[]).includes(type)) {
+    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown target type ${JSON.stringify(type.slice(0, 40))}; this agent knows: ${targetTypes.join(', ')}`)
+  }
+}
+
+const IdParams = Type.Object({ id: Type.String({ maxLength: 80 }) })
+
+export const injectionRoutes: FastifyPluginAsyncTypebox<{ injector: Injector }> = async (app, { injector }) => {
+  app.post(
+    '/v1/injections',
+    {
+      schema: {
+        summary: 'Inject a fault',
+        description:
+          'Resolves the target, journals the plan, applies it and answers with the active injection (201), or with ' +
+          '{ injections: [...] } when the selector matched several targets. Posting the same id with the same spec again ' +
+          'answers 200 with the existing injection; the same id with a different spec is 409. dryRun answers 200 with ' +
+          'the plan and changes nothing.',
+        body: CreateInjectionBodySchema,
+        response: { 200: CreateInjectionReplySchema, 201: CreateInjectionReplySchema, ...errors },
+      },
+      preValidation: explainUnknownNames,
+    },
+    async (req, reply) => {
+      const { created, injections } = await injector.create(req.body, { who: req.who, address: req.ip })
+      reply.status(created && !req.body.dryRun ? 201 : 200)
+      return injections.length === 1 ? injections[0]! : { injections }
+    },
+  )
+
+  app.get(
+    '/v1/injections',
+    {
+      schema: {
+        summary: 'List injections, newest first',
+        querystring: Type.Object(
+          {
+            status: Type.Optional(InjectionStatusSchema),
+            limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$', description: 'At most this many (default 1000)' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: InjectionListSchema, ...errors },
+      },
+    },
+    async (req) => ({
+      injections: injector.list(req.query.status, req.query.limit ? Math.max(1, Number(req.query.limit)) : undefined),
+    }),
+  )
+
+  app.get(
+    '/v1/injections/:id',
+    { schema: { summary: 'One injection', params: IdParams, response: { 200: InjectionSchema, ...errors } } },
+    async (req) => injector.get(req.params.id),
+  )
+
+  app.delete(
+    '/v1/injections/:id',
+    {
+      schema: {
+        summary: 'Recover one injection (idempotent)',
+        params: IdParams,
+        response: { 200: InjectionSchema, ...errors },
+      },
+    },
+    async (req) => injector.recover(req.params.id, 'api'),
+  )
+
+  app.delete(
+    '/v1/injections',
+    {
+      schema: {
+        summary: 'Recover every injection on this host (halt)',
+        response: {
+          200: Type.Object({
+            injections: Type.Array(InjectionSchema),
+            failed: Type.Array(Type.Object({ id: Type.String(), error: Type.String() })),
+          }),
+          ...errors,
+        },
+      },
+    },
+    async () => injector.recoverAll('halt'),
+  )
+}

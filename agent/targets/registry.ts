@@ -1,0 +1,19 @@
+import type { ResolvedTarget, TargetSelector, TargetType } from '../../protocol/target.js'
+import { hostResolver } from './host.js'
+import { processResolver } from './process.js'
+import type { TargetContext, TargetResolver } from './types.js'
+
+/** The only list of target types the agent resolves. */
+export const targetResolvers = {
+  host: hostResolver,
+  process: processResolver,
+} satisfies { [T in TargetType]: TargetResolver<T> }
+
+export function resolveTarget(selector: TargetSelector, ctx: TargetContext): Promise<ResolvedTarget[]> {
+  const resolver = targetResolvers[selector.type] as TargetResolver<TargetType>
+  return resolver.resolve(selector as never, ctx)
+}
+
+export function discoverTargets(type: TargetType, ctx: TargetContext): Promise<ResolvedTarget[]> {
+  return targetResolvers[type].discover(ctx)
+}

@@ -1,0 +1,92 @@
+import { readFileSync } from 'node:fs'
+import { Agent, request, type Dispatcher } from 'undici'
+import { FaultlineError, isFaultlineError, type ErrorCode } from '../protocol/errors.js'
+
+export interface ClientOptions {
+  url: string
+  tokenFile?: string
+  tlsCa?: string
+  tlsCert?: string
+  tlsKey?: string
+  timeoutMs?: number
+}
+
+/** An error answer from the agent, with its code, or a transport failure. */
+export class AgentError extends FaultlineError {
+  readonly httpStatus: number | undefined
+
+  constructor(code: ErrorCode, message: string, httpStatus?: number, details?: unknown) {
+    super(code, message, details)
+    this.httpStatus = httpStatus
+  }
+}
+
+/** A small HTTP client for the agent API (undici, with optional CA, client cert and token). */
+export class AgentClient {
+  readonly url: string
+  readonly #token: string | undefined
+  readonly #dispatcher: Dispatcher | undefined
+  readonly #timeoutMs: number
+
+  constructor(opts: ClientOptions) {
+    this.url = opts.url.replace(/\/+$/, '')
+    this.#token = opts.tokenFile ? readFileSync(opts.tokenFile, 'utf8').trim() : undefined
+    this.#timeoutMs = opts.timeoutMs ?? 30_000
+    if (opts.tlsCa || opts.tlsCert) {
+      this.#dispatcher = new Agent({
+        connect: {
+          ...(opts.tlsCa ? { ca: readFileSync(opts.tlsCa) } : {}),
+          ...(opts.tlsCert ? { cert: readFileSync(opts.tlsCert) } : {}),
+          ...(opts.tlsKey ? { key: readFileSync(opts.tlsKey) } : {}),
+        },
+      })
+    }
+  }
+
+  async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const headers: Record<string, string> = { accept: 'application/json' }
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    let res: Dispatcher.ResponseData
+    try {
+      res = await request(this.url + path, {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
+        headersTimeout: this.#timeoutMs,
+        bodyTimeout: this.#timeoutMs,
+      })
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }
+      const code = e.code ?? e.cause?.code ?? e.message
+      throw new AgentError(
+        'FAULTLINE_ERR_AGENT_UNREACHABLE',
+        `cannot reach the agent at ${this.url} (${code}); is it running? Start it with "faultline agent", or point --agent at it`,
+      )
+    }
+    const text = await res.body.text()
+    let parsed: unknown
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text)
+    } catch {
+      parsed = text
+    }
+    if (res.statusCode >= 400) {
+      const err = parsed as { code?: string; message?: string; details?: unknown } | undefined
+      throw new AgentError(
+        (err?.code as ErrorCode | undefined) ?? 'FAULTLINE_ERR_INTERNAL',
+        err?.message ?? `HTTP ${res.statusCode}`,
+        res.statusCode,
+        err?.details,
+      )
+    }
+    return { status: res.statusCode, body: parsed as T }
+  }
+
+  async close(): Promise<void> {
+    await this.#dispatcher?.close()
+  }
+}
+
+export { isFaultlineError }

@@ -1,0 +1,73 @@
+import { Command, Option } from 'commander'
+import { ConfigError, readConfigFile } from '../../agent/config.js'
+import type { AgentConfig } from '../../agent/config.js'
+
+const examples = `
+Examples:
+  # run on loopback with state in a local folder
+  faultline agent --listen 127.0.0.1:7070 --state-dir ./.faultline
+
+  # as a service, settings from a file (keys are the long flag names)
+  faultline agent --config /etc/faultline/agent.yaml
+
+  # exposed to the network: TLS plus a bearer token (or --tls-ca for client certificates)
+  faultline agent --listen 0.0.0.0:7070 --tls-cert agent.crt --tls-key agent.key --token-file /etc/faultline/token
+
+Every flag can also be set as an environment variable (FAULTLINE_LISTEN, FAULTLINE_STATE_DIR, ...).
+Precedence: flag, then environment, then config file, then default.
+
+Stopping the agent (SIGTERM, SIGINT) recovers every injection before it exits; after a crash or
+kill -9, the next start recovers them before the API answers.`
+
+export function agentCommand(): Command {
+  const cmd = new Command('agent')
+    .description('run the host agent (HTTP API, journal, deadlines)')
+    .addOption(new Option('--config <file>', 'YAML or JSON file with any of the flags below').env('FAULTLINE_CONFIG'))
+    .addOption(new Option('--listen <host:port>', 'address of the HTTP API').env('FAULTLINE_LISTEN').default('127.0.0.1:7070'))
+    .addOption(new Option('--state-dir <dir>', 'journal and backups live here').env('FAULTLINE_STATE_DIR').default('/var/lib/faultline'))
+    .addOption(new Option('--max-duration <duration>', 'longest duration an injection may ask for').env('FAULTLINE_MAX_DURATION').default('1h'))
+    .addOption(new Option('--token-file <file>', 'require "Authorization: Bearer <token>" with the token in this file').env('FAULTLINE_TOKEN_FILE'))
+    .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)').env('FAULTLINE_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('FAULTLINE_TLS_KEY'))
+    .addOption(new Option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)').env('FAULTLINE_TLS_CA'))
+    .addOption(
+      new Option('--log-level <level>', 'log level')
+        .env('FAULTLINE_LOG_LEVEL')
+        .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+        .default('info'),
+    )
+    .addHelpText('after', examples)
+    .action(async (_opts, command: Command) => {
+      const { startAgent } = await import('../../agent/main.js')
+      await startAgent(resolveAgentConfig(command))
+    })
+  return cmd
+}
+
+const configKeys = ['listen', 'stateDir', 'maxDuration', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel'] as const
+
+/** Flags and environment win over the config file; the file wins over defaults. */
+export function resolveAgentConfig(command: Command): AgentConfig {
+  const opts = command.opts<Record<string, string | undefined>>()
+  if (opts.config) {
+    const file = readConfigFile(opts.config)
+    for (const key of Object.keys(file)) {
+      if (!(configKeys as readonly string[]).includes(key)) {
+        throw new ConfigError(`config file ${opts.config}: unknown setting "${key}"; known: ${configKeys.join(', ')}`)
+      }
+      const source = command.getOptionValueSource(key)
+      if (source === undefined || source === 'default') command.setOptionValueWithSource(key, file[key], 'config')
+    }
+  }
+  const merged = command.opts<Record<string, string | undefined>>()
+  const config: AgentConfig = {
+    listen: merged.listen!,
+    stateDir: merged.stateDir!,
+    maxDuration: merged.maxDuration!,
+    logLevel: merged.logLevel!,
+  }
+  for (const key of ['tokenFile', 'tlsCert', 'tlsKey', 'tlsCa'] as const) {
+    if (merged[key]) config[key] = merged[key]
+  }
+  return config
+}

@@ -1,0 +1,179 @@
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { faultKinds } from '../../agent/faults/registry.js'
+import type { FaultKind } from '../../agent/faults/types.js'
+import { formatDuration } from '../../protocol/duration.js'
+import type { Injection } from '../../protocol/injection.js'
+import { describeTarget, parseTargetShorthand } from '../../protocol/target.js'
+import type { AgentClient } from '../client.js'
+import { clock, dim, green, injectionDetails, red, yellow } from '../format.js'
+import { clientFrom, printJson, wantsJson, withClientOptions } from './client-options.js'
+
+const OPEN = new Set(['pending', 'applying', 'active', 'recovering'])
+
+const targetHelp = 'host | process:<pid> | process:name=<comm> | process:cmdline=<regex>'
+
+interface JsonSchemaLike {
+  type?: string
+  enum?: unknown[]
+  description?: string
+  items?: JsonSchemaLike
+  minimum?: number
+  maximum?: number
+}
+
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+
+/** Flags for a kind's parameters, derived from its spec schema: no kind is named in the CLI. */
+function kindOptions(kind: FaultKind): Option[] {
+  const schema = kind.specSchema as unknown as { properties: Record<string, JsonSchemaLike>; required?: string[] }
+  const options: Option[] = []
+  for (const [name, prop] of Object.entries(schema.properties)) {
+    if (name === 'kind') continue
+    const required = schema.required?.includes(name) ?? false
+    const description = prop.description ?? name
+    if (prop.type === 'boolean') {
+      options.push(new Option(`--${kebab(name)}`, description))
+      continue
+    }
+    const opt = new Option(`--${kebab(name)} <${prop.type === 'array' ? 'values' : 'value'}>`, description)
+    if (prop.enum) opt.choices(prop.enum.map(String))
+    if (prop.type === 'integer' || prop.type === 'number') {
+      opt.argParser((v) => {
+        const n = Number(v)
+        if (!Number.isFinite(n) || (prop.type === 'integer' && !Number.isInteger(n))) throw new InvalidArgumentError(`expected a ${prop.type}`)
+        return n
+      })
+    }
+    if (prop.type === 'array') opt.argParser((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    if (required) opt.makeOptionMandatory()
+    options.push(opt)
+  }
+  return options
+}
+
+function kindCommand(kind: FaultKind): Command {
+  const cmd = withClientOptions(new Command(kind.kind))
+    .description(kind.summary)
+    .requiredOption('-t, --target <target>', targetHelp)
+    .requiredOption('-d, --duration <duration>', 'how long the fault lasts: 30s, 5m, 1h30m')
+    .option('--id <id>', 'client id: posting the same id and spec again returns the same injection')
+    .option('--dry-run', 'print the plan; change nothing')
+    .option('--detach', 'return once the fault is active; the agent recovers it at the deadline')
+  for (const opt of kindOptions(kind)) cmd.addOption(opt)
+  cmd.addHelpText(
+    'after',
+    `
+Examples:
+  faultline inject ${kind.kind} --target process:name=nginx --duration 30s
+  faultline inject ${kind.kind} --target process:4242 --duration 5m --detach
+  faultline inject ${kind.kind} --target 'process:cmdline=^postgres: checkpointer' --duration 1m --dry-run
+
+Without --detach the command waits, shows the time left, and Ctrl-C recovers the fault at once.`,
+  )
+  cmd.action(async (_opts, command: Command) => injectAction(kind, command))
+  return cmd
+}
+
+export function injectCommand(): Command {
+  const inject = new Command('inject')
+    .description('inject a fault through the agent and wait until it is recovered')
+    .addHelpText('after', `\nFault kinds:\n${faultKinds.map((k) => `  ${k.kind.padEnd(16)} ${k.summary}`).join('\n')}\n\nRun "faultline inject <kind> --help" for a kind's parameters.`)
+  for (const kind of faultKinds) inject.addCommand(kindCommand(kind as unknown as FaultKind))
+  return inject
+}
+
+async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
+  const opts = cmd.opts<Record<string, unknown>>()
+  const json = wantsJson(cmd)
+  const schema = kind.specSchema as unknown as { properties: Record<string, unknown> }
+  const fault: Record<string, unknown> = { kind: kind.kind }
+  for (const name of Object.keys(schema.properties)) {
+    if (name !== 'kind' && opts[name] !== undefined) fault[name] = opts[name]
+  }
+  const body = {
+    fault,
+    target: parseTargetShorthand(String(opts.target)),
+    duration: String(opts.duration),
+    ...(opts.id ? { id: String(opts.id) } : {}),
+    ...(opts.dryRun ? { dryRun: true } : {}),
+  }
+  const client = clientFrom(cmd)
+  try {
+    const { body: reply } = await client.call<Injection | { injections: Injection[] }>('POST', '/v1/injections', body)
+    const injections = 'injections' in reply ? reply.injections : [reply]
+    if (opts.dryRun) {
+      if (json) printJson(injections)
+      else for (const i of injections) console.log(injectionDetails(i))
+      return
+    }
+    if (json) printJson(injections)
+    else for (const i of injections) console.log(startLine(i))
+    const open = injections.filter((i) => OPEN.has(i.status))
+    if (opts.detach || open.length === 0) return
+    const final = await waitForRecovery(client, open, json)
+    if (json) printJson(final)
+  } finally {
+    await client.close()
+  }
+}
+
+function startLine(i: Injection): string {
+  if (i.status === 'failed') return `${red('✗')} ${i.kind} on ${describeTarget(i.resolved)}: ${i.error?.message ?? 'failed'}`
+  return `${green('✓')} ${i.kind} on ${describeTarget(i.resolved)} is ${yellow(i.status)}  ${dim(`id ${i.id}, ends ${clock(i.expiresAt)} (${i.duration})`)}`
+}
+
+function endLine(i: Injection, how: string): string {
+  const notes = i.notes.length > 0 ? dim(`  (${i.notes[i.notes.length - 1]})`) : ''
+  const mark = i.status === 'recovered' ? green('✓') : red('✗')
+  return `${mark} ${i.kind} on ${describeTarget(i.resolved)} ${i.status} ${how}${notes}`
+}
+
+/**
+ * Shows the time left, and recovers at once on Ctrl-C. The deadline itself is enforced by the
+ * agent: this only watches, so a lost terminal never leaves a fault behind.
+ */
+async function waitForRecovery(client: AgentClient, open: Injection[], json: boolean): Promise<Injection[]> {
+  const tty = process.stdout.isTTY && !json
+  const deadline = Math.max(...open.map((i) => new Date(i.expiresAt).getTime()))
+  let interrupted = false
+  let wake: () => void = () => undefined
+  const onSigint = () => {
+    if (interrupted) {
+      process.stderr.write('\ninterrupted again: exiting; the agent still recovers the fault at its deadline\n')
+      process.exit(130)
+    }
+    interrupted = true
+    wake()
+  }
+  process.on('SIGINT', onSigint)
+  try {
+    if (!tty && !json) console.log(dim(`waiting until ${clock(new Date(deadline).toISOString())}; Ctrl-C recovers now`))
+    while (!interrupted && Date.now() < deadline) {
+      if (tty) process.stdout.write(`\r\x1b[K  recovers in ${formatDuration(Math.ceil((deadline - Date.now()) / 1000) * 1000)} — Ctrl-C recovers now`)
+      await new Promise<void>((resolve) => {
+        wake = resolve
+        setTimeout(resolve, Math.min(1000, Math.max(10, deadline - Date.now())))
+      })
+    }
+    if (tty) process.stdout.write('\r\x1b[K')
+    if (interrupted) {
+      const recovered = await Promise.all(open.map((i) => client.call<Injection>('DELETE', `/v1/injections/${encodeURIComponent(i.id)}`).then((r) => r.body)))
+      if (!json) for (const i of recovered) console.log(endLine(i, 'at Ctrl-C'))
+      process.exitCode = 130
+      return recovered
+    }
+    // The agent recovers at the deadline; follow until every injection has ended.
+    const settleBy = Date.now() + 60_000
+    for (;;) {
+      const current = await Promise.all(open.map((i) => client.call<Injection>('GET', `/v1/injections/${encodeURIComponent(i.id)}`).then((r) => r.body)))
+      if (current.every((i) => !OPEN.has(i.status)) || Date.now() > settleBy) {
+        if (!json) for (const i of current) console.log(endLine(i, 'at its deadline'))
+        if (current.some((i) => i.status !== 'recovered')) process.exitCode = 1
+        return current
+      }
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  } finally {
+    process.off('SIGINT', onSigint)
+  }
+}

@@ -1,0 +1,29 @@
+import { Command } from 'commander'
+import { AGENT_VERSION } from '../agent/version.js'
+import { agentCommand } from './commands/agent.js'
+import { injectCommand } from './commands/inject.js'
+import { capsCommand, lsCommand, recoverCommand, showCommand, targetsCommand } from './commands/manage.js'
+
+export function buildProgram(): Command {
+  return new Command('faultline')
+    .description('Chaos engineering for Linux hosts: precise faults, always taken back out.')
+    .version(AGENT_VERSION)
+    .showHelpAfterError('(run with --help for usage)')
+    .addCommand(agentCommand())
+    .addCommand(injectCommand())
+    .addCommand(lsCommand())
+    .addCommand(showCommand())
+    .addCommand(recoverCommand())
+    .addCommand(capsCommand())
+    .addCommand(targetsCommand())
+    .addHelpText(
+      'after',
+      `
+Examples:
+  faultline agent --state-dir ./.faultline                       run the agent on 127.0.0.1:7070
+  faultline inject process-stop --target process:name=sleep --duration 30s
+  faultline ls                                                    what is injected, newest first
+  faultline recover --all                                         take everything back out now
+  faultline caps                                                  which fault kinds this host supports`,
+    )
+}

@@ -1,0 +1,74 @@
+import { Type, type Static } from 'typebox'
+
+/**
+ * The one catalogue of error codes. Every error a client can see carries one of these codes;
+ * the HTTP status is a property of the code, so a handler never picks a status by hand.
+ */
+export const errorCatalog = {
+  FAULTLINE_ERR_VALIDATION: { status: 400, title: 'The request does not match the schema' },
+  FAULTLINE_ERR_BAD_JSON: { status: 400, title: 'The body is not valid JSON' },
+  FAULTLINE_ERR_FORBIDDEN_KEY: { status: 400, title: 'The body contains __proto__ or constructor keys' },
+  FAULTLINE_ERR_BAD_DURATION: { status: 400, title: 'The duration is malformed or out of range' },
+  FAULTLINE_ERR_UNSAFE_PATTERN: { status: 400, title: 'The regular expression is invalid or could backtrack catastrophically' },
+  FAULTLINE_ERR_UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials' },
+  FAULTLINE_ERR_FORBIDDEN: { status: 403, title: 'The credentials do not allow this' },
+  FAULTLINE_ERR_NOT_FOUND: { status: 404, title: 'No such injection' },
+  FAULTLINE_ERR_ROUTE_NOT_FOUND: { status: 404, title: 'No such route' },
+  FAULTLINE_ERR_METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed on this route' },
+  FAULTLINE_ERR_ID_CONFLICT: { status: 409, title: 'The id is already used by a different request' },
+  FAULTLINE_ERR_TARGET_BUSY: { status: 409, title: 'The target already carries a conflicting injection' },
+  FAULTLINE_ERR_PAYLOAD_TOO_LARGE: { status: 413, title: 'The body is too large' },
+  FAULTLINE_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The body must be application/json' },
+  FAULTLINE_ERR_TARGET_NOT_FOUND: { status: 422, title: 'The target selector matched nothing' },
+  FAULTLINE_ERR_TARGET_FORBIDDEN: { status: 422, title: 'The target may not be faulted' },
+  FAULTLINE_ERR_TARGET_UNSUPPORTED: { status: 422, title: 'This fault kind does not act on this target type' },
+  FAULTLINE_ERR_TARGET_STATE: { status: 422, title: 'The target is in a state this fault cannot start from' },
+  FAULTLINE_ERR_TARGET_GONE: { status: 422, title: 'The target disappeared while the fault was being applied' },
+  FAULTLINE_ERR_UNSUPPORTED: { status: 422, title: 'This host lacks what the fault kind needs' },
+  FAULTLINE_ERR_APPLY_FAILED: { status: 500, title: 'The host refused the fault; what was applied has been rolled back' },
+  FAULTLINE_ERR_RECOVER_FAILED: { status: 500, title: 'Recovery failed; the agent keeps retrying' },
+  FAULTLINE_ERR_SHUTTING_DOWN: { status: 503, title: 'The agent is shutting down' },
+  FAULTLINE_ERR_INTERNAL: { status: 500, title: 'Internal error' },
+  FAULTLINE_ERR_AGENT_UNREACHABLE: { status: 502, title: 'The agent could not be reached' },
+} as const satisfies Record<string, { status: number; title: string }>
+
+export type ErrorCode = keyof typeof errorCatalog
+
+export const ErrorCodeSchema = Type.Enum(Object.keys(errorCatalog) as ErrorCode[])
+
+export const ErrorBodySchema = Type.Object(
+  {
+    code: Type.String({ description: 'A FAULTLINE_ERR_* code from the error catalogue' }),
+    message: Type.String(),
+    details: Type.Optional(Type.Unknown()),
+  },
+  { title: 'Error', description: 'Every error answer has this shape' },
+)
+export type ErrorBody = Static<typeof ErrorBodySchema>
+
+/** A typed error whose code decides the HTTP status. Messages tell the user what to do. */
+export class FaultlineError extends Error {
+  readonly code: ErrorCode
+  readonly details?: unknown
+
+  constructor(code: ErrorCode, message: string, details?: unknown) {
+    super(message)
+    this.name = 'FaultlineError'
+    this.code = code
+    this.details = details
+  }
+
+  get statusCode(): number {
+    return errorCatalog[this.code].status
+  }
+
+  toBody(): ErrorBody {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details }
+  }
+}
+
+export function isFaultlineError(err: unknown): err is FaultlineError {
+  return err instanceof FaultlineError
+}

@@ -1,0 +1,7 @@
+export * from './capabilities.js'
+export * from './duration.js'
+export * from './errors.js'
+export * from './fault.js'
+export * from './injection.js'
+export * from './plan.js'
+export * from './target.js'

@@ -1,0 +1,61 @@
+import { Type, type Static } from 'typebox'
+import { DurationSchema } from './duration.js'
+import { FaultSpecSchema, type FaultSpec } from './fault.js'
+import { PlanSchema } from './plan.js'
+import { ResolvedTargetSchema, TargetSelectorSchema, type TargetSelector } from './target.js'
+
+export const injectionStatuses = ['pending', 'applying', 'active', 'recovering', 'recovered', 'failed'] as const
+export type InjectionStatus = (typeof injectionStatuses)[number]
+export const InjectionStatusSchema = Type.Enum(injectionStatuses)
+
+export const ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
+export const InjectionIdSchema = Type.String({
+  pattern: ID_PATTERN,
+  maxLength: 64,
+  description: 'Letters, digits, ".", "_" and "-"; at most 64 characters',
+})
+
+export const ErrorInfoSchema = Type.Object({ code: Type.String(), message: Type.String() })
+
+export const InjectionSchema = Type.Object(
+  {
+    id: Type.String(),
+    requestId: Type.String({ description: 'The id of the request that created it; shared by every injection of a multi-target request' }),
+    kind: Type.String(),
+    status: InjectionStatusSchema,
+    fault: Type.Unknown({ description: 'The fault spec as requested (after defaults)' }),
+    target: Type.Unknown({ description: 'The target selector as requested' }),
+    resolved: ResolvedTargetSchema,
+    plan: PlanSchema,
+    duration: Type.String(),
+    durationMs: Type.Integer(),
+    recoverable: Type.Boolean(),
+    createdAt: Type.String({ format: 'date-time' }),
+    expiresAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    recoveredAt: Type.Optional(Type.String({ format: 'date-time' })),
+    error: Type.Optional(ErrorInfoSchema),
+    notes: Type.Array(Type.String(), { description: 'What happened that a user should know, oldest first' }),
+    dryRun: Type.Optional(Type.Boolean()),
+  },
+  { title: 'Injection' },
+)
+export type Injection = Static<typeof InjectionSchema> & { fault: FaultSpec; target: TargetSelector }
+
+export const CreateInjectionBodySchema = Type.Object(
+  {
+    fault: FaultSpecSchema,
+    target: TargetSelectorSchema,
+    duration: DurationSchema,
+    id: Type.Optional(InjectionIdSchema),
+    dryRun: Type.Optional(Type.Boolean({ default: false })),
+  },
+  { additionalProperties: false },
+)
+export type CreateInjectionBody = Static<typeof CreateInjectionBodySchema>
+
+/** One matched target gives the injection itself; several give { injections: [...] }. */
+export const InjectionBatchSchema = Type.Object({ injections: Type.Array(InjectionSchema) })
+export const CreateInjectionReplySchema = Type.Union([InjectionSchema, InjectionBatchSchema])
+
+export const InjectionListSchema = Type.Object({ injections: Type.Array(InjectionSchema) })

@@ -1,0 +1,126 @@
+import { Type, type Static } from 'typebox'
+import { FaultlineError } from './errors.js'
+
+/**
+ * Target selectors: what a client asks for. The agent resolves a selector to concrete facts
+ * (ResolvedTarget) at injection time and records them, so recovery never has to re-resolve.
+ */
+const strict = { additionalProperties: false } as const
+
+export const HostSelectorSchema = Type.Object(
+  { type: Type.Literal('host') },
+  { ...strict, title: 'host', description: 'The host itself (its own namespaces)' },
+)
+
+export const ProcessSelectorSchema = Type.Union(
+  [
+    Type.Object(
+      { type: Type.Literal('process'), pid: Type.Integer({ minimum: 1, maximum: 4_194_304 }) },
+      { ...strict, title: 'process by pid' },
+    ),
+    Type.Object(
+      {
+        type: Type.Literal('process'),
+        name: Type.String({
+          minLength: 1,
+          maxLength: 15,
+          pattern: '^[^/\\u0000]+$',
+          description: 'Exact process name (comm, at most 15 characters)',
+        }),
+      },
+      { ...strict, title: 'process by name' },
+    ),
+    Type.Object(
+      {
+        type: Type.Literal('process'),
+        cmdline: Type.String({
+          minLength: 1,
+          maxLength: 256,
+          description: 'Regular expression matched against the command line (arguments joined by spaces)',
+        }),
+      },
+      { ...strict, title: 'process by command line' },
+    ),
+  ],
+  { title: 'process' },
+)
+
+export const TargetSelectorSchema = Type.Union([HostSelectorSchema, ProcessSelectorSchema], {
+  title: 'TargetSelector',
+  description: 'What the fault acts on',
+})
+export type TargetSelector = Static<typeof TargetSelectorSchema>
+export type TargetType = TargetSelector['type']
+export const targetTypes = ['host', 'process'] as const satisfies readonly TargetType[]
+
+export const ResolvedHostSchema = Type.Object(
+  { type: Type.Literal('host'), hostname: Type.String() },
+  { ...strict, title: 'resolved host' },
+)
+
+export const ResolvedProcessSchema = Type.Object(
+  {
+    type: Type.Literal('process'),
+    pid: Type.Integer(),
+    startTime: Type.Integer({
+      description: 'Start time in clock ticks since boot (/proc/<pid>/stat field 22): with the pid, it names one process for ever',
+    }),
+    comm: Type.String(),
+    cmdline: Type.String(),
+    state: Type.String({ description: 'Process state letter at resolution time (R, S, D, T, ...)' }),
+  },
+  { ...strict, title: 'resolved process' },
+)
+
+export const ResolvedTargetSchema = Type.Union([ResolvedHostSchema, ResolvedProcessSchema], {
+  title: 'ResolvedTarget',
+})
+export type ResolvedTarget = Static<typeof ResolvedTargetSchema>
+export type ResolvedProcess = Static<typeof ResolvedProcessSchema>
+
+/** A stable key for the keyed lock and for conflict checks: one key per concrete target. */
+export function targetKey(target: ResolvedTarget): string {
+  switch (target.type) {
+    case 'host':
+      return 'host'
+    case 'process':
+      return `process:${target.pid}:${target.startTime}`
+  }
+}
+
+/** One line for humans: "process 4242 (sleep)". */
+export function describeTarget(target: ResolvedTarget): string {
+  switch (target.type) {
+    case 'host':
+      return `host ${target.hostname}`
+    case 'process':
+      return `process ${target.pid} (${target.comm})`
+  }
+}
+
+/**
+ * The CLI's short form: "host", "process:4242", "process:pid=4242", "process:name=sleep",
+ * "process:cmdline=^sleep 3[0-9]+$". Everything after the first "=" is the value, verbatim.
+ */
+export function parseTargetShorthand(text: string): TargetSelector {
+  const colon = text.indexOf(':')
+  const type = colon === -1 ? text : text.slice(0, colon)
+  const rest = colon === -1 ? '' : text.slice(colon + 1)
+  const usage =
+    'use host, process:<pid>, process:pid=<pid>, process:name=<comm> or process:cmdline=<regex>'
+  if (type === 'host') {
+    if (rest !== '') throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `target "host" takes no value; ${usage}`)
+    return { type: 'host' }
+  }
+  if (type === 'process') {
+    if (/^[0-9]+$/.test(rest)) return { type: 'process', pid: Number(rest) }
+    const eq = rest.indexOf('=')
+    const key = eq === -1 ? '' : rest.slice(0, eq)
+    const value = eq === -1 ? '' : rest.slice(eq + 1)
+    if (key === 'pid' && /^[0-9]+$/.test(value)) return { type: 'process', pid: Number(value) }
+    if (key === 'name' && value !== '') return { type: 'process', name: value }
+    if (key === 'cmdline' && value !== '') return { type: 'process', cmdline: value }
+    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `cannot read target "${text}"; ${usage}`)
+  }
+  throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown target type "${type}"; ${usage}`)
+}
