@@ -56,6 +56,6 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     await app.close()
   })
 
-  await app.listen({ host: listen.host, port: listen.port })
-  log.info({ url: `${tls ? 'https' : 'http'}://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)' }, 'faultline agent ready')
+  const url = await app.listen({ host: listen.host, port: listen.port })
+  log.info({ url, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)' }, 'faultline agent ready')
 }

@@ -1,0 +1,183 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { FastifyInstance } from 'fastify'
+import { buildAgent, type AgentOptions } from '../agent/app.js'
+
+/** The subset of a tap Test these helpers need (keeps them independent of tap's types). */
+export interface TestLike {
+  teardown(fn: () => unknown): void
+  comment(...args: unknown[]): void
+}
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
+export const cliEntry = join(repoRoot, 'cli', 'main.ts')
+
+export function tmpDir(t: TestLike, prefix = 'fl-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** An in-process agent for app.inject() tests, closed (and its injections recovered) at teardown. */
+export async function testAgent(t: TestLike, opts: Partial<AgentOptions> = {}): Promise<FastifyInstance> {
+  const app = await buildAgent({ stateDir: tmpDir(t), maxDurationMs: 3_600_000, ...opts })
+  t.teardown(() => app.close())
+  return app
+}
+
+export interface Sleeper {
+  pid: number
+  child: ChildProcess
+}
+
+/**
+ * A real process to fault: `sleep`. Teardown resumes and kills it, so a failing test never
+ * leaves a stopped process behind.
+ */
+export function sleeper(t: TestLike, seconds = 600): Sleeper {
+  const child = spawn('sleep', [String(seconds)], { stdio: 'ignore' })
+  const pid = child.pid
+  if (pid === undefined) throw new Error('could not start sleep')
+  t.teardown(() => {
+    try {
+      process.kill(pid, 'SIGCONT')
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      /* already gone */
+    }
+  })
+  return { pid, child }
+}
+
+/** The state letter of a process (R, S, T, Z, ...), or undefined when it is gone. */
+export function procState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
+  } catch {
+    return undefined
+  }
+}
+
+export function startTimeOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+  } catch {
+    return undefined
+  }
+}
+
+export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export interface AgentProcess {
+  child: ChildProcess
+  url: string
+  pid: number
+  /** Every log line the agent printed so far (parsed JSON). */
+  logs: Record<string, unknown>[]
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+/**
+ * The agent as a real child process (`faultline agent` from the sources), on a free loopback
+ * port. Resolves once it logged "faultline agent ready" with its URL. Killed with SIGKILL at
+ * teardown if still running.
+ */
+export async function startAgentProcess(
+  t: TestLike,
+  stateDir: string,
+  opts: { env?: NodeJS.ProcessEnv; args?: string[]; waitReady?: boolean } = {},
+): Promise<AgentProcess> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...(opts.args ?? [])],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } },
+  )
+  const logs: Record<string, unknown>[] = []
+  let stderr = ''
+  let buffered = ''
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString()
+    let nl: number
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>)
+      } catch {
+        logs.push({ raw: line })
+      }
+    }
+  })
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  )
+  let running = true
+  void exited.then(() => (running = false))
+  t.teardown(async () => {
+    if (running) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+  const agent: AgentProcess = { child, url: '', pid: child.pid!, logs, exited }
+  if (opts.waitReady === false) return agent
+  const ready = await waitFor(
+    'the agent to be ready',
+    () => {
+      if (!running) throw new Error(`agent exited before it was ready: ${stderr}`)
+      return logs.find((l) => l.msg === 'faultline agent ready')
+    },
+    30_000,
+  )
+  agent.url = String(ready.url)
+  return agent
+}
+
+export async function http<T = unknown>(
+  url: string,
+  init: { method?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: T }> {
+  const res = await fetch(url, {
+    method: init.method ?? 'GET',
+    headers: { ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
+    ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
+  })
+  const text = await res.text()
+  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T }
+}
+
+/** Runs the CLI (from the sources) to completion. */
+export function runCli(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1', ...opts.env },
+      timeout: opts.timeoutMs ?? 60_000,
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
