@@ -1,7 +1,7 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 'fastify'
 import { hostname } from 'node:os'
 import pino, { type Logger } from 'pino'
 import { defaultRuntimeSockets, type ProbeOptions } from './capabilities/probe.js'
@@ -88,6 +88,10 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
+    // Router-level errors (over-long or malformed path parameters) get a code like any other.
+    frameworkErrors: (err, _req, reply) => {
+      void (reply as FastifyReply).status(400).send({ code: 'FAULTLINE_ERR_VALIDATION', message: err.message })
+    },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
     ...(opts.tls
       ? {

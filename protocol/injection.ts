@@ -49,6 +49,13 @@ export const CreateInjectionBodySchema = Type.Object(
     duration: DurationSchema,
     id: Type.Optional(InjectionIdSchema),
     dryRun: Type.Optional(Type.Boolean({ default: false })),
+    maxTargets: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 10_000,
+        description: 'Refuse the request if the selector matches more targets than this (default 20): a loose regex must not freeze a whole host',
+      }),
+    ),
   },
   { additionalProperties: false },
 )

@@ -41,6 +41,9 @@ export interface CreateResult {
   injections: Injection[]
 }
 
+/** A selector may match at most this many targets unless the request raises maxTargets. */
+export const DEFAULT_MAX_TARGETS = 20
+
 const RETRY_BACKOFF_MS = [1_000, 5_000, 15_000, 60_000]
 
 /**
@@ -114,6 +117,14 @@ export class Injector {
     }
 
     const targets = await resolveTarget(body.target, this.#opts.targets)
+    const maxTargets = body.maxTargets ?? DEFAULT_MAX_TARGETS
+    if (targets.length > maxTargets) {
+      throw new FaultlineError(
+        'FAULTLINE_ERR_TOO_MANY_TARGETS',
+        `the target selector matched ${targets.length} targets, more than maxTargets ${maxTargets}; narrow the selector or raise maxTargets`,
+        { matched: targets.length, maxTargets },
+      )
+    }
     const planned = targets.map((target) => ({ target, plan: kind.plan(body.fault as never, target, { paths: this.#opts.paths }) }))
 
     const now = Date.now()

@@ -45,6 +45,12 @@ export function compileCmdlinePattern(pattern: string): RegExp {
       `cmdline regular expression ${JSON.stringify(pattern)} has nested repetition that could backtrack catastrophically; simplify it`,
     )
   }
+  if (re.test('')) {
+    throw new FaultlineError(
+      'FAULTLINE_ERR_UNSAFE_PATTERN',
+      `cmdline regular expression ${JSON.stringify(pattern)} matches an empty command line, so it would select every process; make it match something specific, e.g. "^postgres: "`,
+    )
+  }
   return re
 }
 

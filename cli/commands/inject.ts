@@ -59,6 +59,10 @@ function kindCommand(kind: FaultKind): Command {
     .option('--id <id>', 'client id: posting the same id and spec again returns the same injection')
     .option('--dry-run', 'print the plan; change nothing')
     .option('--detach', 'return once the fault is active; the agent recovers it at the deadline')
+    .option('--max-targets <n>', 'refuse if the selector matches more targets than this (agent default 20)', (v) => {
+      if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError('expected a whole number')
+      return Number(v)
+    })
   for (const opt of kindOptions(kind)) cmd.addOption(opt)
   cmd.addHelpText(
     'after',
@@ -96,6 +100,7 @@ async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
     duration: String(opts.duration),
     ...(opts.id ? { id: String(opts.id) } : {}),
     ...(opts.dryRun ? { dryRun: true } : {}),
+    ...(opts.maxTargets !== undefined ? { maxTargets: opts.maxTargets } : {}),
   }
   const client = clientFrom(cmd)
   try {

@@ -192,6 +192,14 @@ t.test('a selector matching several processes gives one injection each', async (
   const kids = [0, 1, 2].map(() => spawn('bash', ['-c', `exec -a ${marker} sleep 600`], { stdio: 'ignore' }))
   t.teardown(() => kids.forEach((k) => { try { process.kill(k.pid!, 'SIGCONT'); k.kill('SIGKILL') } catch { /* gone */ } }))
   await waitFor('three renamed sleepers', () => kids.every((k) => procState(k.pid!) === 'S'))
+  const tooMany = await app.inject({
+    method: 'POST',
+    url: '/v1/injections',
+    payload: { fault: { kind: 'process-stop' }, target: { type: 'process', cmdline: `^${marker}` }, duration: '30s', maxTargets: 2 },
+  })
+  t.equal(tooMany.statusCode, 422)
+  t.equal(tooMany.json<{ code: string }>().code, 'FAULTLINE_ERR_TOO_MANY_TARGETS')
+  t.ok(kids.every((k) => procState(k.pid!) === 'S'), 'nothing stopped when the selector matched too many')
   const res = await app.inject({
     method: 'POST',
     url: '/v1/injections',
