@@ -20,4 +20,4 @@ export const PlanSchema = Type.Object(
   { steps: Type.Array(PlanStepSchema) },
   { additionalProperties: true },
 )
-export type Plan = Static<typeof PlanSchema>
+export type Plan = Static<typeof PlanSchema> & Record<string, unknown>
