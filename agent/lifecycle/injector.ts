@@ -228,6 +228,9 @@ export class Injector {
   async #applyOne(row: NewJournalRow, kind: FaultKind): Promise<void> {
     const log = this.#log.child({ injectionId: row.id, kind: row.kind, target: row.targetKey })
     await this.#lock.run(row.targetKey, async () => {
+      // A halt or DELETE may have recovered this injection while earlier targets of the same
+      // request were being applied: then it must not be applied at all.
+      if (this.#journal.get(row.id)?.status !== 'pending') return
       this.#journal.setStatus(row.id, 'applying')
       const started = performance.now()
       try {

@@ -103,6 +103,9 @@ async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
     ...(opts.maxTargets !== undefined ? { maxTargets: opts.maxTargets } : {}),
   }
   const client = clientFrom(cmd)
+  // Ctrl-C is watched from before the request, so an interrupt that lands while the agent is
+  // still applying recovers the fault as soon as it exists.
+  const sigint = watchSigint()
   try {
     const { body: reply } = await client.call<Injection | { injections: Injection[] }>('POST', '/v1/injections', body)
     const injections = 'injections' in reply ? reply.injections : [reply]
@@ -114,11 +117,45 @@ async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
     if (json) printJson(injections)
     else for (const i of injections) console.log(startLine(i))
     const open = injections.filter((i) => OPEN.has(i.status))
-    if (opts.detach || open.length === 0) return
-    const final = await waitForRecovery(client, open, json)
+    if ((opts.detach && !sigint.interrupted) || open.length === 0) return
+    const final = await waitForRecovery(client, open, json, sigint)
     if (json) printJson(final)
   } finally {
+    sigint.dispose()
     await client.close()
+  }
+}
+
+interface SigintWatch {
+  readonly interrupted: boolean
+  /** Resolves on the first Ctrl-C, or after `ms`. */
+  sleep(ms: number): Promise<void>
+  dispose(): void
+}
+
+function watchSigint(): SigintWatch {
+  let interrupted = false
+  let wake: () => void = () => undefined
+  const onSigint = () => {
+    if (interrupted) {
+      process.stderr.write('\ninterrupted again: exiting; the agent still recovers the fault at its deadline\n')
+      process.exit(130)
+    }
+    interrupted = true
+    wake()
+  }
+  process.on('SIGINT', onSigint)
+  return {
+    get interrupted() {
+      return interrupted
+    },
+    sleep: (ms) =>
+      new Promise<void>((resolve) => {
+        if (interrupted) return resolve()
+        wake = resolve
+        setTimeout(resolve, ms)
+      }),
+    dispose: () => process.off('SIGINT', onSigint),
   }
 }
 
@@ -137,48 +174,30 @@ function endLine(i: Injection, how: string): string {
  * Shows the time left, and recovers at once on Ctrl-C. The deadline itself is enforced by the
  * agent: this only watches, so a lost terminal never leaves a fault behind.
  */
-async function waitForRecovery(client: AgentClient, open: Injection[], json: boolean): Promise<Injection[]> {
+async function waitForRecovery(client: AgentClient, open: Injection[], json: boolean, sigint: SigintWatch): Promise<Injection[]> {
   const tty = process.stdout.isTTY && !json
   const deadline = Math.max(...open.map((i) => new Date(i.expiresAt).getTime()))
-  let interrupted = false
-  let wake: () => void = () => undefined
-  const onSigint = () => {
-    if (interrupted) {
-      process.stderr.write('\ninterrupted again: exiting; the agent still recovers the fault at its deadline\n')
-      process.exit(130)
-    }
-    interrupted = true
-    wake()
+  if (!tty && !json) console.log(dim(`waiting until ${clock(new Date(deadline).toISOString())}; Ctrl-C recovers now`))
+  while (!sigint.interrupted && Date.now() < deadline) {
+    if (tty) process.stdout.write(`\r\x1b[K  recovers in ${formatDuration(Math.ceil((deadline - Date.now()) / 1000) * 1000)} — Ctrl-C recovers now`)
+    await sigint.sleep(Math.min(1000, Math.max(10, deadline - Date.now())))
   }
-  process.on('SIGINT', onSigint)
-  try {
-    if (!tty && !json) console.log(dim(`waiting until ${clock(new Date(deadline).toISOString())}; Ctrl-C recovers now`))
-    while (!interrupted && Date.now() < deadline) {
-      if (tty) process.stdout.write(`\r\x1b[K  recovers in ${formatDuration(Math.ceil((deadline - Date.now()) / 1000) * 1000)} — Ctrl-C recovers now`)
-      await new Promise<void>((resolve) => {
-        wake = resolve
-        setTimeout(resolve, Math.min(1000, Math.max(10, deadline - Date.now())))
-      })
+  if (tty) process.stdout.write('\r\x1b[K')
+  if (sigint.interrupted) {
+    const recovered = await Promise.all(open.map((i) => client.call<Injection>('DELETE', `/v1/injections/${encodeURIComponent(i.id)}`).then((r) => r.body)))
+    if (!json) for (const i of recovered) console.log(endLine(i, 'at Ctrl-C'))
+    process.exitCode = 130
+    return recovered
+  }
+  // The agent recovers at the deadline; follow until every injection has ended.
+  const settleBy = Date.now() + 60_000
+  for (;;) {
+    const current = await Promise.all(open.map((i) => client.call<Injection>('GET', `/v1/injections/${encodeURIComponent(i.id)}`).then((r) => r.body)))
+    if (current.every((i) => !OPEN.has(i.status)) || Date.now() > settleBy) {
+      if (!json) for (const i of current) console.log(endLine(i, 'at its deadline'))
+      if (current.some((i) => i.status !== 'recovered')) process.exitCode = 1
+      return current
     }
-    if (tty) process.stdout.write('\r\x1b[K')
-    if (interrupted) {
-      const recovered = await Promise.all(open.map((i) => client.call<Injection>('DELETE', `/v1/injections/${encodeURIComponent(i.id)}`).then((r) => r.body)))
-      if (!json) for (const i of recovered) console.log(endLine(i, 'at Ctrl-C'))
-      process.exitCode = 130
-      return recovered
-    }
-    // The agent recovers at the deadline; follow until every injection has ended.
-    const settleBy = Date.now() + 60_000
-    for (;;) {
-      const current = await Promise.all(open.map((i) => client.call<Injection>('GET', `/v1/injections/${encodeURIComponent(i.id)}`).then((r) => r.body)))
-      if (current.every((i) => !OPEN.has(i.status)) || Date.now() > settleBy) {
-        if (!json) for (const i of current) console.log(endLine(i, 'at its deadline'))
-        if (current.some((i) => i.status !== 'recovered')) process.exitCode = 1
-        return current
-      }
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  } finally {
-    process.off('SIGINT', onSigint)
+    await new Promise((r) => setTimeout(r, 200))
   }
 }
