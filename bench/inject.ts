@@ -16,7 +16,8 @@ import { Pool } from 'undici'
  */
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
-const cliEntry = join(repoRoot, 'cli', 'main.ts')
+// The built agent, as it ships (npm run bench builds first): no TypeScript loader in the figures.
+const cliEntry = join(repoRoot, 'dist', 'cli', 'main.js')
 
 export interface InjectBenchOptions {
   /** Measured rounds of each variant (default 200). */
@@ -181,7 +182,7 @@ const running = (s: Started) => s.child.exitCode === null && s.child.signalCode 
 async function startAgent(stateDir: string): Promise<Started & { url: string; warnings: string[] }> {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'info'],
+    [cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'info'],
     { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
   )
   const started = track(child, 'the agent')
@@ -218,8 +219,15 @@ async function startAgent(stateDir: string): Promise<Started & { url: string; wa
     })
   })
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const url = await ready
-  return { ...started, url, warnings }
+  try {
+    const url = await ready
+    return { ...started, url, warnings }
+  } catch (err) {
+    // Not ready, so it holds no injection: nothing to recover, no need for a graceful stop.
+    if (running(started)) child.kill('SIGKILL')
+    await started.exited
+    throw err
+  }
 }
 
 /** SIGTERM (the agent recovers every injection before it exits), SIGKILL after 35 s. */
@@ -263,20 +271,19 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
   let target: Started | undefined
   let bareNode: Started | undefined
   let pool: Pool | undefined
+  const cleanUp = async () => {
+    await pool?.destroy().catch(() => undefined)
+    if (target) await killTarget(target)
+    if (bareNode && running(bareNode)) {
+      bareNode.child.kill('SIGKILL')
+      await bareNode.exited
+    }
+    if (agent) await stopAgent(agent)
+    rmSync(stateDir, { recursive: true, force: true })
+  }
   // A Ctrl-C mid-run must not leave the sleep stopped or the agent running.
   const onSignal = (signal: NodeJS.Signals) => {
-    if (target && running(target)) {
-      try {
-        process.kill(target.pid, 'SIGCONT')
-        process.kill(target.pid, 'SIGKILL')
-      } catch {
-        /* gone */
-      }
-    }
-    if (bareNode && running(bareNode)) bareNode.child.kill('SIGKILL')
-    if (agent && running(agent)) agent.child.kill('SIGTERM')
-    rmSync(stateDir, { recursive: true, force: true })
-    process.exit(signal === 'SIGINT' ? 130 : 143)
+    void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
@@ -425,14 +432,7 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
   } finally {
     process.removeListener('SIGINT', onSignal)
     process.removeListener('SIGTERM', onSignal)
-    await pool?.destroy().catch(() => undefined)
-    if (target) await killTarget(target)
-    if (bareNode && running(bareNode)) {
-      bareNode.child.kill('SIGKILL')
-      await bareNode.exited
-    }
-    if (agent) await stopAgent(agent)
-    rmSync(stateDir, { recursive: true, force: true })
+    await cleanUp()
   }
 }
 

@@ -6,17 +6,26 @@ import { formatInjectResult, runInjectBench } from './inject.js'
  * table per benchmark, or one JSON object keyed by benchmark with --json. Progress goes to
  * stderr. Needs root: the benchmarks stop and resume real processes.
  */
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string' },
-    json: { type: 'boolean', default: false },
-  },
-})
+function usage(message: string): never {
+  process.stderr.write(`bench: ${message}\nusage: npm run bench -- [--rounds N] [--json]\n`)
+  process.exit(2)
+}
+
+let values: { rounds?: string; json?: boolean }
+try {
+  ;({ values } = parseArgs({
+    options: {
+      rounds: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  }))
+} catch (err) {
+  usage((err as Error).message)
+}
 
 const rounds = values.rounds === undefined ? undefined : Number(values.rounds)
 if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1)) {
-  process.stderr.write(`bench: --rounds takes a positive integer, not ${JSON.stringify(values.rounds)}\n`)
-  process.exit(2)
+  usage(`--rounds takes a positive integer, not ${JSON.stringify(values.rounds)}`)
 }
 
 const inject = await runInjectBench(rounds !== undefined ? { rounds } : {})

@@ -147,7 +147,7 @@ export class Journal {
       setState: db.prepare('UPDATE injections SET state = ?, updated_at = ? WHERE id = ?'),
       activate: db.prepare("UPDATE injections SET status = 'active', state = ?, updated_at = ? WHERE id = ?"),
       recovered: db.prepare(
-        "UPDATE injections SET status = 'recovered', needs_undo = 0, recovered_at = ?, updated_at = ? WHERE id = ?",
+        "UPDATE injections SET status = 'recovered', needs_undo = 0, error = NULL, recovered_at = ?, updated_at = ? WHERE id = ?",
       ),
       failed: db.prepare("UPDATE injections SET status = 'failed', error = ?, updated_at = ? WHERE id = ?"),
       undone: db.prepare('UPDATE injections SET needs_undo = 0, recovered_at = ?, updated_at = ? WHERE id = ?'),
@@ -223,6 +223,7 @@ export class Journal {
     this.#stmts.activate.run(JSON.stringify(state), Date.now(), id)
   }
 
+  /** Recovered: nothing of it is on the host any more; a previous recovery error is cleared. */
   markRecovered(id: string): void {
     const now = Date.now()
     this.#stmts.recovered.run(now, now, id)

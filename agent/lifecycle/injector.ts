@@ -367,7 +367,6 @@ export class Injector {
         this.#journal.markUndone(id)
       } else {
         this.#journal.markRecovered(id)
-        this.#journal.setError(id, null)
       }
       this.#deadlines.delete(id)
       this.#retryAttempts.delete(id)

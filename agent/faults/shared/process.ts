@@ -52,11 +52,14 @@ export async function waitForState(
   timeoutMs: number,
 ): Promise<boolean> {
   const deadline = Date.now() + timeoutMs
-  for (;;) {
+  // The state usually changes within ~100 µs: poll on every turn of the event loop first
+  // (setImmediate lets other work run), then back off to 1 ms and 5 ms sleeps.
+  for (let attempt = 0; ; attempt++) {
     const stat = readStat(procRoot, p.pid)
     if (!stat || stat.startTime !== p.startTime) return false
     if (wanted(stat.state)) return true
     if (Date.now() >= deadline) return false
-    await new Promise((r) => setTimeout(r, 5))
+    if (attempt < 50) await new Promise((r) => setImmediate(r))
+    else await new Promise((r) => setTimeout(r, attempt < 100 ? 1 : 5))
   }
 }
