@@ -2,6 +2,7 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 'fastify'
+import { statSync } from 'node:fs'
 import { hostname } from 'node:os'
 import pino, { type Logger } from 'pino'
 import { defaultRuntimeSockets, type ProbeOptions } from './capabilities/probe.js'
@@ -38,6 +39,10 @@ export interface AgentOptions {
   runtimeSockets?: ProbeOptions['runtimeSockets']
   /** Largest accepted request body, in bytes. */
   bodyLimit?: number
+  /** The API port, when known before listening; main.ts also sets it after listen. */
+  apiPort?: number
+  /** TCP ports network faults never cut unless a spec opts out (default [22], SSH). */
+  protectTcpPorts?: number[]
 }
 
 declare module 'fastify' {
@@ -53,7 +58,7 @@ declare module 'fastify' {
  */
 export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   const log = opts.logger ?? pino({ level: 'silent' })
-  const paths: HostPaths = { procRoot: opts.paths?.procRoot ?? '/proc' }
+  const paths: HostPaths = { procRoot: opts.paths?.procRoot ?? '/proc', netnsDir: opts.paths?.netnsDir ?? '/var/run/netns' }
   const journal = new Journal(opts.stateDir)
   const capabilities = new CapabilityStore(
     { procRoot: paths.procRoot, runtimeSockets: opts.runtimeSockets ?? defaultRuntimeSockets },
@@ -68,6 +73,11 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     metrics,
     capabilities: () => capabilities.get(),
     maxDurationMs: opts.maxDurationMs,
+    control: {
+      agentNetnsInode: statSync('/proc/self/ns/net').ino,
+      tcpPorts: opts.protectTcpPorts ?? [22],
+      ...(opts.apiPort !== undefined ? { apiPort: opts.apiPort } : {}),
+    },
     ...(opts.minDurationMs !== undefined ? { minDurationMs: opts.minDurationMs } : {}),
   })
 

@@ -57,5 +57,8 @@ export async function startAgent(config: AgentConfig): Promise<void> {
   })
 
   const url = await app.listen({ host: listen.host, port: listen.port })
+  // Network faults on the agent's own namespace never cut its API (see docs/faults.md).
+  const bound = app.server.address()
+  if (bound && typeof bound === 'object') app.injector.control.apiPort = bound.port
   log.info({ url, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)' }, 'faultline agent ready')
 }

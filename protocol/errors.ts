@@ -22,6 +22,7 @@ export const errorCatalog = {
   FAULTLINE_ERR_TARGET_UNSUPPORTED: { status: 422, title: 'This fault kind does not act on this target type' },
   FAULTLINE_ERR_TARGET_STATE: { status: 422, title: 'The target is in a state this fault cannot start from' },
   FAULTLINE_ERR_TOO_MANY_TARGETS: { status: 422, title: 'The selector matched more targets than maxTargets allows' },
+  FAULTLINE_ERR_PEER_UNRESOLVED: { status: 422, title: 'A peer hostname does not resolve' },
   FAULTLINE_ERR_TARGET_GONE: { status: 422, title: 'The target disappeared while the fault was being applied' },
   FAULTLINE_ERR_UNSUPPORTED: { status: 422, title: 'This host lacks what the fault kind needs' },
   FAULTLINE_ERR_APPLY_FAILED: { status: 500, title: 'The host refused the fault; what was applied has been rolled back' },

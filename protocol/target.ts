@@ -45,16 +45,29 @@ export const ProcessSelectorSchema = Type.Union(
   { title: 'process' },
 )
 
-export const TargetSelectorSchema = Type.Union([HostSelectorSchema, ProcessSelectorSchema], {
+export const NetnsSelectorSchema = Type.Object(
+  {
+    type: Type.Literal('netns'),
+    name: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      description: 'A named network namespace: a file under /var/run/netns (ip netns add NAME)',
+    }),
+  },
+  { ...strict, title: 'netns' },
+)
+
+export const TargetSelectorSchema = Type.Union([HostSelectorSchema, ProcessSelectorSchema, NetnsSelectorSchema], {
   title: 'TargetSelector',
   description: 'What the fault acts on',
 })
 export type TargetSelector = Static<typeof TargetSelectorSchema>
 export type TargetType = TargetSelector['type']
-export const targetTypes = ['host', 'process'] as const satisfies readonly TargetType[]
+export const targetTypes = ['host', 'process', 'netns'] as const satisfies readonly TargetType[]
+
+const NetnsInode = Type.Integer({ description: 'Inode of the network namespace (nsfs): with it, a namespace is recognised even under another name' })
 
 export const ResolvedHostSchema = Type.Object(
-  { type: Type.Literal('host'), hostname: Type.String() },
+  { type: Type.Literal('host'), hostname: Type.String(), netnsInode: NetnsInode },
   { ...strict, title: 'resolved host' },
 )
 
@@ -72,11 +85,18 @@ export const ResolvedProcessSchema = Type.Object(
   { ...strict, title: 'resolved process' },
 )
 
-export const ResolvedTargetSchema = Type.Union([ResolvedHostSchema, ResolvedProcessSchema], {
+export const ResolvedNetnsSchema = Type.Object(
+  { type: Type.Literal('netns'), name: Type.String(), path: Type.String(), netnsInode: NetnsInode },
+  { ...strict, title: 'resolved netns' },
+)
+
+export const ResolvedTargetSchema = Type.Union([ResolvedHostSchema, ResolvedProcessSchema, ResolvedNetnsSchema], {
   title: 'ResolvedTarget',
 })
 export type ResolvedTarget = Static<typeof ResolvedTargetSchema>
 export type ResolvedProcess = Static<typeof ResolvedProcessSchema>
+export type ResolvedNetns = Static<typeof ResolvedNetnsSchema>
+export type ResolvedHost = Static<typeof ResolvedHostSchema>
 
 /** A stable key for the keyed lock and for conflict checks: one key per concrete target. */
 export function targetKey(target: ResolvedTarget): string {
@@ -85,6 +105,8 @@ export function targetKey(target: ResolvedTarget): string {
       return 'host'
     case 'process':
       return `process:${target.pid}:${target.startTime}`
+    case 'netns':
+      return `netns:${target.netnsInode}`
   }
 }
 
@@ -95,19 +117,21 @@ export function describeTarget(target: ResolvedTarget): string {
       return `host ${target.hostname}`
     case 'process':
       return `process ${target.pid} (${target.comm})`
+    case 'netns':
+      return `netns ${target.name}`
   }
 }
 
 /**
  * The CLI's short form: "host", "process:4242", "process:pid=4242", "process:name=sleep",
- * "process:cmdline=^sleep 3[0-9]+$". Everything after the first "=" is the value, verbatim.
+ * "process:cmdline=^sleep 3[0-9]+$", "netns:blue". Everything after the first "=" is the value, verbatim.
  */
 export function parseTargetShorthand(text: string): TargetSelector {
   const colon = text.indexOf(':')
   const type = colon === -1 ? text : text.slice(0, colon)
   const rest = colon === -1 ? '' : text.slice(colon + 1)
   const usage =
-    'use host, process:<pid>, process:pid=<pid>, process:name=<comm> or process:cmdline=<regex>'
+    'use host, process:<pid>, process:pid=<pid>, process:name=<comm>, process:cmdline=<regex> or netns:<name>'
   if (type === 'host') {
     if (rest !== '') throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `target "host" takes no value; ${usage}`)
     return { type: 'host' }
@@ -121,6 +145,11 @@ export function parseTargetShorthand(text: string): TargetSelector {
     if (key === 'name' && value !== '') return { type: 'process', name: value }
     if (key === 'cmdline' && value !== '') return { type: 'process', cmdline: value }
     throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `cannot read target "${text}"; ${usage}`)
+  }
+  if (type === 'netns') {
+    const name = rest.startsWith('name=') ? rest.slice(5) : rest
+    if (name !== '') return { type: 'netns', name }
+    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `target "${text}" names no namespace; ${usage}`)
   }
   throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown target type "${type}"; ${usage}`)
 }

@@ -273,9 +273,13 @@ export function kindAvailability(features: FeatureMap): Capabilities['kinds'] {
   const kinds: Capabilities['kinds'] = {}
   for (const k of faultKinds) {
     const missing = k.requires.filter((f) => !features[f]?.available)
+    const reasons = missing.map((f) => features[f]?.detail ?? `${f} was not probed`)
+    const kind = k as { unavailableReason?: (f: FeatureMap) => string | undefined }
+    const mechanism = missing.length === 0 ? kind.unavailableReason?.(features) : undefined
+    if (mechanism) reasons.push(mechanism)
     kinds[k.kind] = {
-      available: missing.length === 0,
-      ...(missing.length > 0 ? { reason: missing.map((f) => features[f]?.detail ?? `${f} was not probed`).join('; ') } : {}),
+      available: reasons.length === 0,
+      ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
       requires: [...k.requires],
       targets: [...k.targets],
       recoverable: k.recoverable,

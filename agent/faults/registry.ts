@@ -1,4 +1,6 @@
 import type { FaultKind } from './types.js'
+import { networkPartition } from './network-partition/index.js'
+import { networkReject } from './network-reject/index.js'
 import { processKill } from './process-kill/index.js'
 import { processStop } from './process-stop/index.js'
 
@@ -6,7 +8,7 @@ import { processStop } from './process-stop/index.js'
  * The only list of fault kinds. Routes, CLI flags, capability reports and the journal codec all
  * come from here; adding a kind is a folder plus one line below.
  */
-export const faultKinds = [processKill, processStop] as const
+export const faultKinds = [processKill, processStop, networkPartition, networkReject] as const
 
 export type AnyFaultKind = (typeof faultKinds)[number]
 export type FaultKindName = AnyFaultKind['kind']

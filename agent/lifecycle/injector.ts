@@ -2,13 +2,13 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { stringify as stableStringify } from 'safe-stable-stringify'
 import { Value } from 'typebox/value'
-import type { Capabilities } from '../../protocol/capabilities.js'
+import type { Capabilities, FeatureMap } from '../../protocol/capabilities.js'
 import { formatDuration, parseDuration } from '../../protocol/duration.js'
 import { FaultlineError, isFaultlineError } from '../../protocol/errors.js'
 import type { CreateInjectionBody, Injection, InjectionStatus } from '../../protocol/injection.js'
 import { describeTarget, targetKey } from '../../protocol/target.js'
 import { getFaultKind } from '../faults/registry.js'
-import type { FaultKind, HostPaths } from '../faults/types.js'
+import type { ControlChannel, FaultKind, HostPaths, PlanBase } from '../faults/types.js'
 import type { Journal, JournalRow, NewJournalRow } from '../journal/journal.js'
 import type { AgentMetrics } from '../metrics.js'
 import { resolveTarget } from '../targets/registry.js'
@@ -33,6 +33,8 @@ export interface InjectorOptions {
   capabilities: () => Promise<Capabilities>
   maxDurationMs: number
   minDurationMs?: number
+  /** What network faults must not cut; the agent fills in its API port once it listens. */
+  control: ControlChannel
 }
 
 export interface CreateResult {
@@ -67,6 +69,8 @@ export class Injector {
   readonly #deadlines: DeadlineScheduler
   readonly #retryAttempts = new Map<string, number>()
   readonly #inflight = new Set<Promise<unknown>>()
+  /** claim -> id of the open injection holding it (see PlanBase.claims). */
+  readonly #claims = new Map<string, string>()
   #closing = false
 
   constructor(opts: InjectorOptions) {
@@ -77,10 +81,24 @@ export class Injector {
       const reason: RecoverReason = this.#retryAttempts.has(id) ? 'retry' : 'deadline'
       this.recover(id, reason).catch((err) => this.#log.error({ err, injectionId: id }, 'scheduled recovery failed'))
     })
+    for (const row of this.#journal.needingUndo()) for (const claim of this.#claimsOf(row)) this.#claims.set(claim, row.id)
   }
 
   get closing(): boolean {
     return this.#closing
+  }
+
+  /** The control channel network faults exempt; main.ts sets apiPort once the agent listens. */
+  get control(): ControlChannel {
+    return this.#opts.control
+  }
+
+  #claimsOf(row: { plan: unknown }): string[] {
+    return (row.plan as PlanBase).claims ?? []
+  }
+
+  #releaseClaims(id: string): void {
+    for (const [claim, holder] of this.#claims) if (holder === id) this.#claims.delete(claim)
   }
 
   // ---- create ------------------------------------------------------------------------------
@@ -116,6 +134,7 @@ export class Injector {
       throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${kind.kind} is not available on this host: ${availability?.reason ?? 'not probed'}`)
     }
 
+    const features = caps.features as FeatureMap
     const targets = await resolveTarget(body.target, this.#opts.targets)
     const maxTargets = body.maxTargets ?? DEFAULT_MAX_TARGETS
     if (targets.length > maxTargets) {
@@ -125,11 +144,23 @@ export class Injector {
         { matched: targets.length, maxTargets },
       )
     }
-    const planned = targets.map((target) => ({ target, plan: kind.plan(body.fault as never, target, { paths: this.#opts.paths }) }))
+    const requestId = body.id ?? newId()
+    const ids = targets.length === 1 ? [requestId] : targets.map((_, i) => `${requestId}-${i + 1}`)
+    const gatherCtx = {
+      paths: this.#opts.paths,
+      features,
+      control: this.#opts.control,
+      openPlans: () => this.#journal.needingUndo().filter((r) => r.kind === kind.kind && r.status !== 'failed').map((r) => r.plan),
+    }
+    const planned = await Promise.all(
+      targets.map(async (target, i) => {
+        const facts = kind.gather ? await kind.gather(body.fault as never, target, gatherCtx) : undefined
+        const plan = kind.plan(body.fault as never, target, { ...gatherCtx, injectionId: ids[i]!, facts: facts as never })
+        return { target, plan }
+      }),
+    )
 
     const now = Date.now()
-    const requestId = body.id ?? newId()
-    const ids = planned.length === 1 ? [requestId] : planned.map((_, i) => `${requestId}-${i + 1}`)
     const rows: NewJournalRow[] = planned.map(({ target, plan }, i) => ({
       id: ids[i]!,
       requestId,
@@ -176,7 +207,22 @@ export class Injector {
         }
       }
     }
+    const wanted = new Map<string, string>()
+    for (const r of rows) {
+      for (const claim of this.#claimsOf(r)) {
+        const holder = this.#claims.get(claim) ?? wanted.get(claim)
+        if (holder) {
+          throw new FaultlineError(
+            'FAULTLINE_ERR_TARGET_BUSY',
+            `${describeTarget(r.resolved)}: ${claim} is already held by injection "${holder}"; recover it first`,
+            { injectionIds: [holder], claim },
+          )
+        }
+        wanted.set(claim, r.id)
+      }
+    }
     this.#journal.insertPending(rows)
+    for (const [claim, id] of wanted) this.#claims.set(claim, id)
     this.#log.info({ requestId, kind: kind.kind, targets: rows.map((r) => r.targetKey), who: origin.who }, 'injection journaled')
     crashPoint('after-journal')
 
@@ -186,11 +232,13 @@ export class Injector {
       if (this.#closing) {
         this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_SHUTTING_DOWN', message: 'not applied: the agent began shutting down' })
         this.#journal.markUndone(row.id)
+        this.#releaseClaims(row.id)
         continue
       }
       if (fatal !== undefined) {
         this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'not applied: another target of the same request failed' })
         this.#journal.markUndone(row.id)
+        this.#releaseClaims(row.id)
         continue
       }
       try {
@@ -368,6 +416,7 @@ export class Injector {
       } else {
         this.#journal.markRecovered(id)
       }
+      this.#releaseClaims(id)
       this.#deadlines.delete(id)
       this.#retryAttempts.delete(id)
       this.#opts.metrics.recoveries.inc({ kind: row.kind, reason, outcome: 'recovered' })

@@ -1,5 +1,6 @@
 import type { ResolvedTarget, TargetSelector, TargetType } from '../../protocol/target.js'
 import { hostResolver } from './host.js'
+import { netnsResolver } from './netns.js'
 import { processResolver } from './process.js'
 import type { TargetContext, TargetResolver } from './types.js'
 
@@ -7,6 +8,7 @@ import type { TargetContext, TargetResolver } from './types.js'
 export const targetResolvers = {
   host: hostResolver,
   process: processResolver,
+  netns: netnsResolver,
 } satisfies { [T in TargetType]: TargetResolver<T> }
 
 export function resolveTarget(selector: TargetSelector, ctx: TargetContext): Promise<ResolvedTarget[]> {

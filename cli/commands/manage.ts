@@ -101,7 +101,8 @@ export function targetsCommand(): Command {
         if (wantsJson(cmd)) return printJson(body)
         const rows = [['TYPE', 'ID', 'NAME', 'DETAIL'].map(bold)]
         for (const t of body.targets) {
-          if (t.type === 'host') rows.push(['host', '-', t.hostname, ''])
+          if (t.type === 'host') rows.push(['host', '-', t.hostname, `netns inode ${t.netnsInode}`])
+          else if (t.type === 'netns') rows.push(['netns', String(t.netnsInode), t.name, t.path])
           else rows.push(['process', String(t.pid), t.comm, `${t.state}  ${t.cmdline.slice(0, 80)}`])
         }
         console.log(table(rows))

@@ -13,6 +13,6 @@ t.test('CLI target shorthand', async (t) => {
 })
 
 t.test('target keys name one concrete target', async (t) => {
-  t.equal(targetKey({ type: 'host', hostname: 'h' }), 'host')
+  t.equal(targetKey({ type: 'host', hostname: 'h', netnsInode: 1 }), 'host')
   t.equal(targetKey({ type: 'process', pid: 7, startTime: 99, comm: 'x', cmdline: '', state: 'S' }), 'process:7:99')
 })

@@ -5,7 +5,16 @@ import { processStop } from '../../../agent/faults/process-stop/index.js'
 import type { ResolvedProcess } from '../../../protocol/target.js'
 
 const target: ResolvedProcess = { type: 'process', pid: 4242, startTime: 777, comm: 'sleep', cmdline: 'sleep 60', state: 'S' }
-const ctx = { paths: { procRoot: '/nonexistent' } }
+import { featureNames, type FeatureMap } from '../../../protocol/capabilities.js'
+
+const features = Object.fromEntries(featureNames.map((f) => [f, { available: true, detail: '' }])) as FeatureMap
+const ctx = {
+  paths: { procRoot: '/nonexistent', netnsDir: '/nonexistent' },
+  features,
+  control: { agentNetnsInode: 1, tcpPorts: [22] },
+  injectionId: 'plan-test',
+  facts: undefined,
+}
 
 t.test('plans are pure and say exactly what will happen', async (t) => {
   const stop = processStop.plan({ kind: 'process-stop' }, target, ctx)
@@ -23,12 +32,12 @@ t.test('plans are pure and say exactly what will happen', async (t) => {
 
 t.test('plans refuse targets they cannot act on', async (t) => {
   t.throws(() => processStop.plan({ kind: 'process-stop' }, { ...target, state: 'T' }, ctx), { code: 'FAULTLINE_ERR_TARGET_STATE' })
-  t.throws(() => processStop.plan({ kind: 'process-stop' }, { type: 'host', hostname: 'h' }, ctx), { code: 'FAULTLINE_ERR_TARGET_UNSUPPORTED' })
-  t.throws(() => processKill.plan({ kind: 'process-kill' }, { type: 'host', hostname: 'h' }, ctx), { code: 'FAULTLINE_ERR_TARGET_UNSUPPORTED' })
+  t.throws(() => processStop.plan({ kind: 'process-stop' }, { type: 'host', hostname: 'h', netnsInode: 1 }, ctx), { code: 'FAULTLINE_ERR_TARGET_UNSUPPORTED' })
+  t.throws(() => processKill.plan({ kind: 'process-kill' }, { type: 'host', hostname: 'h', netnsInode: 1 }, ctx), { code: 'FAULTLINE_ERR_TARGET_UNSUPPORTED' })
 })
 
 t.test('recovery of a process that is gone counts as recovered', async (t) => {
-  const outcome = await processStop.recover({ pid: 4_194_000, startTime: 1, comm: 'gone' }, { paths: { procRoot: '/proc' }, log: (await import('pino')).pino({ level: 'silent' }) })
+  const outcome = await processStop.recover({ pid: 4_194_000, startTime: 1, comm: 'gone' }, { paths: { procRoot: '/proc', netnsDir: '/var/run/netns' }, log: (await import('pino')).pino({ level: 'silent' }) })
   t.match(outcome.note, /has exited; nothing to resume/)
 })
 

@@ -1,0 +1,57 @@
+import { statSync } from 'node:fs'
+import { findProgram } from '../exec.js'
+import type { ResolvedTarget } from '../../protocol/target.js'
+
+/**
+ * A network namespace to run tools in: the agent's own ("host"), or one named by a path whose
+ * inode was recorded when the target was resolved (a named netns today; /proc/<pid>/ns/net of a
+ * container once containers resolve to a netns).
+ */
+export type NetnsRef = { kind: 'host'; inode: number } | { kind: 'path'; path: string; inode: number }
+
+export function netnsOf(target: ResolvedTarget): NetnsRef {
+  switch (target.type) {
+    case 'host':
+      return { kind: 'host', inode: target.netnsInode }
+    case 'netns':
+      return { kind: 'path', path: target.path, inode: target.netnsInode }
+    case 'process':
+      throw new Error('network faults act on host or netns targets')
+  }
+}
+
+export function describeNetns(ns: NetnsRef): string {
+  return ns.kind === 'host' ? "the agent's network namespace" : `network namespace ${ns.path}`
+}
+
+/** The inode of the network namespace at path, or undefined if nothing is there. */
+export function netnsInodeAt(path: string): number | undefined {
+  try {
+    return statSync(path).ino
+  } catch {
+    return undefined
+  }
+}
+
+/** Whether the namespace recorded at resolution time is still the one at its path. */
+export function netnsStatus(ns: NetnsRef): 'same' | 'gone' | 'replaced' {
+  if (ns.kind === 'host') return 'same'
+  const inode = netnsInodeAt(ns.path)
+  if (inode === undefined) return 'gone'
+  return inode === ns.inode ? 'same' : 'replaced'
+}
+
+/**
+ * The argv that runs `argv` inside the namespace. Only the network namespace is entered
+ * (nsenter --net): tc, nft and iptables load their extensions from the host's filesystem,
+ * which is the one they were built against.
+ */
+export function inNetns(ns: NetnsRef, argv: readonly string[]): string[] {
+  if (ns.kind === 'host') return [...argv]
+  return [nsenterPath(), `--net=${ns.path}`, '--', ...argv]
+}
+
+let nsenter: string | undefined
+function nsenterPath(): string {
+  return (nsenter ??= findProgram('nsenter') ?? 'nsenter')
+}
