@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -100,13 +100,12 @@ export interface AgentProcess {
 export async function startAgentProcess(
   t: TestLike,
   stateDir: string,
-  opts: { env?: NodeJS.ProcessEnv; args?: string[]; waitReady?: boolean } = {},
+  opts: { env?: NodeJS.ProcessEnv; args?: string[]; waitReady?: boolean; listen?: string; netnsPath?: string } = {},
 ): Promise<AgentProcess> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...(opts.args ?? [])],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } },
-  )
+  const argv = [process.execPath, '--import', 'tsx', cliEntry, 'agent', '--listen', opts.listen ?? '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...(opts.args ?? [])]
+  // An agent inside a test network namespace: only its network namespace differs.
+  if (opts.netnsPath) argv.unshift('nsenter', `--net=${opts.netnsPath}`, '--')
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
   const logs: Record<string, unknown>[] = []
   let stderr = ''
   let buffered = ''
@@ -136,6 +135,7 @@ export async function startAgentProcess(
     }
   })
   const agent: AgentProcess = { child, url: '', pid: child.pid!, logs, exited }
+  // (with nsenter in front, child.pid is nsenter's, which execs the agent: the same pid)
   if (opts.waitReady === false) return agent
   const ready = await waitFor(
     'the agent to be ready',
@@ -147,6 +147,22 @@ export async function startAgentProcess(
   )
   agent.url = String(ready.url)
   return agent
+}
+
+/**
+ * A throwaway CA with a server certificate for `serverIp` (and localhost) and a client
+ * certificate (CN sre-alice), made with openssl. Returns a path helper.
+ */
+export function makePki(dir: string, serverIp = '127.0.0.1'): (file: string) => string {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+  ssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=faultline-test-ca')
+  writeFileSync(`${dir}/server.ext`, `subjectAltName=IP:${serverIp},DNS:localhost\n`)
+  for (const [name, cn] of [['server', 'localhost'], ['client', 'sre-alice']] as const) {
+    ssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`)
+    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', ...(name === 'server' ? ['-extfile', 'server.ext'] : []))
+  }
+  return (f: string) => `${dir}/${f}`
 }
 
 export async function http<T = unknown>(

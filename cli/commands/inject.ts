@@ -10,7 +10,7 @@ import { clientFrom, printJson, wantsJson, withClientOptions } from './client-op
 
 const OPEN = new Set(['pending', 'applying', 'active', 'recovering'])
 
-const targetHelp = 'host | process:<pid> | process:name=<comm> | process:cmdline=<regex>'
+const targetHelp = 'host | process:<pid> | process:name=<comm> | process:cmdline=<regex> | netns:<name>'
 
 interface JsonSchemaLike {
   type?: string
@@ -32,7 +32,8 @@ function kindOptions(kind: FaultKind): Option[] {
     const required = schema.required?.includes(name) ?? false
     const description = prop.description ?? name
     if (prop.type === 'boolean') {
-      options.push(new Option(`--${kebab(name)}`, description))
+      // both forms, so "not given" stays distinct from an explicit false
+      options.push(new Option(`--${kebab(name)}`, description), new Option(`--no-${kebab(name)}`, `set ${kebab(name)} to false`))
       continue
     }
     const opt = new Option(`--${kebab(name)} <${prop.type === 'array' ? 'values' : 'value'}>`, description)
@@ -44,7 +45,21 @@ function kindOptions(kind: FaultKind): Option[] {
         return n
       })
     }
-    if (prop.type === 'array') opt.argParser((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    if (prop.type === 'array') {
+      const numeric = prop.items?.type === 'integer' || prop.items?.type === 'number'
+      opt.argParser((v) =>
+        v
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+          .map((s) => {
+            if (!numeric) return s
+            const n = Number(s)
+            if (!Number.isFinite(n)) throw new InvalidArgumentError(`"${s}" is not a number`)
+            return n
+          }),
+      )
+    }
     if (required) opt.makeOptionMandatory()
     options.push(opt)
   }

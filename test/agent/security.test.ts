@@ -1,6 +1,5 @@
 // Security defaults: loopback unless TLS + credentials, bearer tokens compared in constant
 // time, client certificates, and a log line with who/what for every mutating request.
-import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { Writable } from 'node:stream'
 import pino from 'pino'
@@ -10,7 +9,7 @@ import { ConfigError, checkExposure, isLoopback, parseListen } from '../../agent
 import { startAgent } from '../../agent/main.js'
 import { tokensEqual } from '../../agent/plugins/auth.js'
 import { AgentClient } from '../../cli/client.js'
-import { sleeper, testAgent, tmpDir } from '../helpers.js'
+import { makePki, sleeper, testAgent, tmpDir } from '../helpers.js'
 
 const TOKEN = 'a'.repeat(20) + 'secret-token-value'
 
@@ -103,19 +102,6 @@ t.test('secret files must be long and private', async (t) => {
   await t.rejects(startAgent({ ...base, tokenFile: open }), /readable by every user; chmod 600/)
   await t.rejects(startAgent({ ...base, tokenFile: `${dir}/missing` }), /cannot read token file/)
 })
-
-/** A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, with openssl. */
-function makePki(dir: string) {
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-  ssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=faultline-test-ca')
-  writeFileSync(`${dir}/server.ext`, 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
-  for (const [name, cn] of [['server', 'localhost'], ['client', 'sre-alice']] as const) {
-    ssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`)
-    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', ...(name === 'server' ? ['-extfile', 'server.ext'] : []))
-  }
-  return (f: string) => `${dir}/${f}`
-}
 
 t.test('TLS with client certificates and a token, end to end over a real socket', async (t) => {
   const dir = tmpDir(t)

@@ -3,6 +3,8 @@
 import dgram from 'node:dgram'
 import net from 'node:net'
 import { Resolver } from 'node:dns/promises'
+import { readFileSync } from 'node:fs'
+import https from 'node:https'
 import { createRequire } from 'node:module'
 
 const dnsPacket = createRequire(import.meta.url)('dns-packet')
@@ -125,6 +127,27 @@ const commands = {
     } catch (err) {
       out({ error: err.code, ms: now() - started })
     }
+  },
+  // https METHOD URL BODY_JSON|- TOKEN_FILE CA_FILE TIMEOUT_MS -> { status, body } or { error }
+  async https(method, url, body, tokenFile, caFile, timeoutMs) {
+    const started = now()
+    await new Promise((resolve) => {
+      const req = https.request(url, {
+        method,
+        ca: readFileSync(caFile),
+        agent: false,
+        timeout: Number(timeoutMs),
+        headers: { authorization: `Bearer ${readFileSync(tokenFile, 'utf8').trim()}`, ...(body !== '-' ? { 'content-type': 'application/json' } : {}) },
+      }, (res) => {
+        let text = ''
+        res.on('data', (c) => (text += c))
+        res.on('end', () => { out({ status: res.statusCode, body: text ? JSON.parse(text) : null, ms: now() - started }); resolve() })
+      })
+      req.on('timeout', () => { req.destroy(new Error('TIMEOUT')) })
+      req.on('error', (err) => { out({ error: err.code ?? err.message, ms: now() - started }); resolve() })
+      if (body !== '-') req.write(body)
+      req.end()
+    })
   },
   // dns-server PORT RECORDS_JSON: a tiny authoritative server, {"name": "1.2.3.4"}; NXDOMAIN otherwise
   async 'dns-server'(port, recordsJson) {
