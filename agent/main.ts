@@ -50,7 +50,9 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     ...(tls ? { tls } : {}),
   })
 
-  closeWithGrace({ delay: 30_000, logger: log }, async ({ signal, err }) => {
+  // Recovering every injection can take a while (nft pays per table already in a namespace);
+  // what is not recovered within the grace period is recovered at the next start.
+  closeWithGrace({ delay: 120_000, logger: log }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'fatal error; recovering every injection before exit')
     else log.info({ signal }, 'stopping; recovering every injection before exit')
     await app.close()

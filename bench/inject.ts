@@ -1,10 +1,34 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { cpus, release, tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { fileURLToPath } from 'node:url'
-import { Pool } from 'undici'
+import {
+  CLOCK_TICKS_PER_SECOND,
+  agentClient,
+  cpuTicks,
+  formatMachine,
+  histogramMeanUs,
+  machineInfo,
+  parseHistograms,
+  ratio,
+  running,
+  sleep,
+  startAgent,
+  statFields,
+  stderrProgress,
+  stopAgent,
+  summarise,
+  table,
+  track,
+  us,
+  withCleanup,
+  type LatencySummary,
+  type MachineInfo,
+  type Started,
+} from './lib.js'
+
+export type { LatencySummary } from './lib.js'
 
 /**
  * Inject-and-recover latency of process-stop through the real agent (HTTP, journal, signal),
@@ -14,10 +38,6 @@ import { Pool } from 'undici'
  *
  * Needs root (or CAP_KILL over the sleep it spawns, and permission to read /proc of its children).
  */
-
-const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
-// The built agent, as it ships (npm run bench builds first): no TypeScript loader in the figures.
-const cliEntry = join(repoRoot, 'dist', 'cli', 'main.js')
 
 export interface InjectBenchOptions {
   /** Measured rounds of each variant (default 200). */
@@ -32,15 +52,6 @@ export interface InjectBenchOptions {
   progress?: (line: string) => void
 }
 
-export interface LatencySummary {
-  n: number
-  minUs: number
-  medianUs: number
-  p99Us: number
-  maxUs: number
-  meanUs: number
-}
-
 export interface Footprint {
   rssKiB: number
   cpuPercentOfOneCore: number
@@ -49,7 +60,7 @@ export interface Footprint {
 
 export interface InjectBenchResult {
   benchmark: 'inject-recover/process-stop'
-  machine: { cpus: number; cpuModel: string; kernel: string; node: string; os: string }
+  machine: MachineInfo
   rounds: number
   warmupRounds: number
   latency: {
@@ -82,12 +93,6 @@ export interface InjectBenchResult {
 
 // ---- /proc ---------------------------------------------------------------------------------
 
-function statFields(pid: number): string[] {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // comm may contain spaces and ")": split after the last ")"; fields[0] is field 3 (state).
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-}
-
 function procState(pid: number): string {
   return statFields(pid)[0]!
 }
@@ -104,21 +109,11 @@ function spinUntilState(pid: number, wanted: (state: string) => boolean, timeout
   }
 }
 
-const CLOCK_TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
-
-function cpuTicks(pid: number): number {
-  const f = statFields(pid)
-  // utime is field 14, stime field 15 (proc_pid_stat(5)); fields[0] is field 3.
-  return Number(f[14 - 3]) + Number(f[15 - 3])
-}
-
 function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`)
   return Number(m[1])
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /**
  * Settles, then measures RSS and CPU of several processes over the same idle window, so
@@ -137,107 +132,7 @@ async function idleFootprints(pids: number[], settleMs: number, windowMs: number
   }))
 }
 
-// ---- statistics ----------------------------------------------------------------------------
-
-/** Nearest-rank percentile of sorted values. */
-function percentile(sorted: number[], p: number): number {
-  const rank = Math.ceil((p / 100) * sorted.length)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!
-}
-
-function summarise(samplesMs: number[]): LatencySummary {
-  const us = samplesMs.map((ms) => ms * 1000).sort((a, b) => a - b)
-  const round = (x: number) => Math.round(x * 10) / 10
-  return {
-    n: us.length,
-    minUs: round(us[0]!),
-    medianUs: round(percentile(us, 50)),
-    p99Us: round(percentile(us, 99)),
-    maxUs: round(us[us.length - 1]!),
-    meanUs: round(us.reduce((a, b) => a + b, 0) / us.length),
-  }
-}
-
-const ratio = (a: number, b: number) => Math.round((a / b) * 10) / 10
-
 // ---- child processes -----------------------------------------------------------------------
-
-interface Started {
-  child: ChildProcess
-  pid: number
-  exited: Promise<void>
-}
-
-function track(child: ChildProcess, what: string): Started {
-  if (child.pid === undefined) throw new Error(`could not start ${what}`)
-  const exited = new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve()
-    else child.once('exit', () => resolve())
-  })
-  return { child, pid: child.pid, exited }
-}
-
-const running = (s: Started) => s.child.exitCode === null && s.child.signalCode === null
-
-async function startAgent(stateDir: string): Promise<Started & { url: string; warnings: string[] }> {
-  const child = spawn(
-    process.execPath,
-    [cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'info'],
-    { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const started = track(child, 'the agent')
-  const warnings: string[] = []
-  let stderr = ''
-  let buffered = ''
-  const ready = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the agent was not ready within 30 s: ${stderr}`)), 30_000)
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer)
-      reject(new Error(`the agent exited (${signal ?? code}) before it was ready: ${stderr}`))
-    })
-    // Keep reading stdout for the whole run: the agent logs every request, and a full pipe
-    // would block it.
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
-      let nl: number
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl)
-        buffered = buffered.slice(nl + 1)
-        let entry: Record<string, unknown>
-        try {
-          entry = JSON.parse(line) as Record<string, unknown>
-        } catch {
-          continue
-        }
-        // pino levels: 40 warn, 50 error, 60 fatal.
-        if (typeof entry.level === 'number' && entry.level >= 40) warnings.push(String(entry.msg))
-        if (entry.msg === 'faultline agent ready') {
-          clearTimeout(timer)
-          resolve(String(entry.url))
-        }
-      }
-    })
-  })
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  try {
-    const url = await ready
-    return { ...started, url, warnings }
-  } catch (err) {
-    // Not ready, so it holds no injection: nothing to recover, no need for a graceful stop.
-    if (running(started)) child.kill('SIGKILL')
-    await started.exited
-    throw err
-  }
-}
-
-/** SIGTERM (the agent recovers every injection before it exits), SIGKILL after 35 s. */
-async function stopAgent(agent: Started): Promise<void> {
-  if (!running(agent)) return
-  agent.child.kill('SIGTERM')
-  const timer = setTimeout(() => agent.child.kill('SIGKILL'), 35_000)
-  await agent.exited
-  clearTimeout(timer)
-}
 
 /** Resumes first, so a process we stopped is never left stopped, then kills it. */
 async function killTarget(target: Started): Promise<void> {
@@ -263,36 +158,25 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
   const warmupRounds = opts.warmupRounds ?? 20
   const settleMs = opts.idleSettleMs ?? 5_000
   const windowMs = opts.idleWindowMs ?? 10_000
-  const progress = opts.progress ?? ((line: string) => process.stderr.write(`${line}\n`))
+  const progress = opts.progress ?? stderrProgress
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`rounds must be a positive integer, not ${rounds}`)
 
-  const stateDir = mkdtempSync(join(tmpdir(), 'fl-bench-'))
-  let agent: (Started & { url: string; warnings: string[] }) | undefined
-  let target: Started | undefined
-  let bareNode: Started | undefined
-  let pool: Pool | undefined
-  const cleanUp = async () => {
-    await pool?.destroy().catch(() => undefined)
-    if (target) await killTarget(target)
-    if (bareNode && running(bareNode)) {
+  // A Ctrl-C mid-run must not leave the sleep stopped or the agent running.
+  return withCleanup(async (cleanup) => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'fl-bench-'))
+    cleanup.add('remove the state directory', () => rmSync(stateDir, { recursive: true, force: true }))
+
+    progress(`starting the agent (state dir ${stateDir}) and a bare node process`)
+    const agent = await startAgent(stateDir)
+    cleanup.add('stop the agent', () => stopAgent(agent))
+    const bareNode = track(spawn(process.execPath, ['-e', 'setInterval(()=>{},1000)'], { stdio: 'ignore' }), 'bare node')
+    cleanup.add('kill the bare node process', async () => {
+      if (!running(bareNode)) return
       bareNode.child.kill('SIGKILL')
       await bareNode.exited
-    }
-    if (agent) await stopAgent(agent)
-    rmSync(stateDir, { recursive: true, force: true })
-  }
-  // A Ctrl-C mid-run must not leave the sleep stopped or the agent running.
-  const onSignal = (signal: NodeJS.Signals) => {
-    void cleanUp().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-
-  try {
-    progress(`starting the agent (state dir ${stateDir}) and a bare node process`)
-    agent = await startAgent(stateDir)
-    bareNode = track(spawn(process.execPath, ['-e', 'setInterval(()=>{},1000)'], { stdio: 'ignore' }), 'bare node')
-    target = track(spawn('sleep', ['3600'], { stdio: 'ignore' }), 'sleep')
+    })
+    const target = track(spawn('sleep', ['3600'], { stdio: 'ignore' }), 'sleep')
+    cleanup.add('resume and kill the target', () => killTarget(target))
     const agentPid = agent.pid
     const bareNodePid = bareNode.pid
     const pid = target.pid
@@ -302,20 +186,9 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
     const [agentAtStart, bareNodeAtStart] = await idleFootprints([agentPid, bareNodePid], settleMs, windowMs)
 
     // One keep-alive connection, as a controller talking to one agent would use.
-    pool = new Pool(agent.url, { connections: 1, pipelining: 1 })
-    const client = pool
+    const { pool, call } = agentClient(agent.url)
+    const closePool = cleanup.add('close the HTTP pool', () => pool.destroy().catch(() => undefined))
     const body = JSON.stringify({ fault: { kind: 'process-stop' }, target: { type: 'process', pid }, duration: '60s' })
-
-    async function call(method: 'POST' | 'DELETE' | 'GET', path: string, expectStatus: number, payload?: string): Promise<string> {
-      const res = await client.request({
-        method,
-        path,
-        ...(payload !== undefined ? { body: payload, headers: { 'content-type': 'application/json' } } : {}),
-      })
-      const text = await res.body.text()
-      if (res.statusCode !== expectStatus) throw new Error(`${method} ${path}: expected ${expectStatus}, got ${res.statusCode}: ${text}`)
-      return text
-    }
 
     async function agentPair(): Promise<number> {
       const t0 = performance.now()
@@ -377,14 +250,14 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
 
     progress(`warm-up: ${warmupRounds} rounds`)
     await runRounds(warmupRounds, false)
-    const before = parseHistograms(await call('GET', '/metrics', 200))
+    const before = parseHistograms(await call('GET', '/metrics', 200), 'process-stop')
     progress(`measuring: ${rounds} rounds`)
     await runRounds(rounds, true)
-    const after = parseHistograms(await call('GET', '/metrics', 200))
+    const after = parseHistograms(await call('GET', '/metrics', 200), 'process-stop')
     settled()
 
     await pool.close()
-    pool = undefined
+    await closePool()
     progress(`idle footprint after the rounds (${settleMs / 1000} s settle, ${windowMs / 1000} s window)`)
     const [agentAfterRounds, bareNodeAfterRounds] = await idleFootprints([agentPid, bareNodePid], settleMs, windowMs)
 
@@ -393,18 +266,9 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
     const agentPairSummary = summarise(samples.agent)
     const waitSummary = summarise(samples.wait)
     const bareSummary = summarise(samples.bare)
-    const meanUs = (name: 'apply' | 'recover') =>
-      Math.round(((after[name].sum - before[name].sum) / Math.max(1, after[name].count - before[name].count)) * 1e6 * 10) / 10
-    const cpu = cpus()
     return {
       benchmark: 'inject-recover/process-stop',
-      machine: {
-        cpus: cpu.length,
-        cpuModel: cpu[0]?.model ?? 'unknown',
-        kernel: release(),
-        node: process.version,
-        os: osName(),
-      },
+      machine: machineInfo(),
       rounds,
       warmupRounds,
       latency: {
@@ -419,7 +283,7 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
         medianVsBare: ratio(agentPairSummary.medianUs, bareSummary.medianUs),
         p99VsBare: ratio(agentPairSummary.p99Us, bareSummary.p99Us),
       },
-      agentInternal: { applyMeanUs: meanUs('apply'), recoverMeanUs: meanUs('recover') },
+      agentInternal: { applyMeanUs: histogramMeanUs(before, after, 'apply'), recoverMeanUs: histogramMeanUs(before, after, 'recover') },
       idle: {
         agentAtStart: agentAtStart!,
         bareNodeAtStart: bareNodeAtStart!,
@@ -429,42 +293,10 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
         rssRatioAfterRounds: ratio(agentAfterRounds!.rssKiB, bareNodeAfterRounds!.rssKiB),
       },
     }
-  } finally {
-    process.removeListener('SIGINT', onSignal)
-    process.removeListener('SIGTERM', onSignal)
-    await cleanUp()
-  }
-}
-
-/** Sum and count of the process-stop apply and recover histograms in a Prometheus text page. */
-function parseHistograms(text: string): Record<'apply' | 'recover', { sum: number; count: number }> {
-  const value = (name: string) => {
-    const m = new RegExp(`^${name}\\{kind="process-stop"\\} (\\S+)$`, 'm').exec(text)
-    return m ? Number(m[1]) : 0
-  }
-  return {
-    apply: { sum: value('faultline_apply_seconds_sum'), count: value('faultline_apply_seconds_count') },
-    recover: { sum: value('faultline_recover_seconds_sum'), count: value('faultline_recover_seconds_count') },
-  }
-}
-
-function osName(): string {
-  try {
-    return /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? 'unknown'
-  } catch {
-    return 'unknown'
-  }
+  })
 }
 
 // ---- output --------------------------------------------------------------------------------
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
-}
-
-const us = (x: number) => (x >= 1000 ? `${(x / 1000).toFixed(2)} ms` : `${x.toFixed(1)} µs`)
 
 export function formatInjectResult(r: InjectBenchResult): string {
   const l = r.latency
@@ -478,7 +310,7 @@ export function formatInjectResult(r: InjectBenchResult): string {
   const i = r.idle
   return [
     `${r.benchmark}: ${r.rounds} rounds after ${r.warmupRounds} warm-up, interleaved`,
-    `machine: ${r.machine.cpus} × ${r.machine.cpuModel}, ${r.machine.os}, kernel ${r.machine.kernel}, Node ${r.machine.node}`,
+    formatMachine(r.machine),
     '',
     table(
       ['inject + recover pair', 'median', 'p99', 'min', 'max'],

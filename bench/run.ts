@@ -1,21 +1,32 @@
 import { parseArgs } from 'node:util'
-import { formatInjectResult, runInjectBench } from './inject.js'
+import { formatInjectResult, runInjectBench, type InjectBenchResult } from './inject.js'
+import { formatNetworkResult, runNetworkBench, type NetworkBenchResult } from './network.js'
 
 /**
- * `npm run bench [-- --rounds N] [-- --json]`: runs every benchmark in bench/ and prints a
- * table per benchmark, or one JSON object keyed by benchmark with --json. Progress goes to
- * stderr. Needs root: the benchmarks stop and resume real processes.
+ * `npm run bench [-- --only inject|network] [-- --rounds N] [-- --warmup N] [-- --json]`: runs
+ * every benchmark in bench/ (or the one named by --only) and prints a table per benchmark, or
+ * one JSON object keyed by benchmark with --json. --rounds and --warmup override each
+ * benchmark's defaults (inject: 200 and 20; network: 40 and 5 per level). Progress goes to
+ * stderr. Needs root: the benchmarks stop and resume real processes and create a network
+ * namespace.
  */
+const benchmarks = ['inject', 'network'] as const
+type Benchmark = (typeof benchmarks)[number]
+
 function usage(message: string): never {
-  process.stderr.write(`bench: ${message}\nusage: npm run bench -- [--rounds N] [--json]\n`)
+  process.stderr.write(
+    `bench: ${message}\nusage: npm run bench -- [--only ${benchmarks.join('|')}] [--rounds N] [--warmup N] [--json]\n`,
+  )
   process.exit(2)
 }
 
-let values: { rounds?: string; json?: boolean }
+let values: { rounds?: string; warmup?: string; only?: string; json?: boolean }
 try {
   ;({ values } = parseArgs({
     options: {
       rounds: { type: 'string' },
+      warmup: { type: 'string' },
+      only: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   }))
@@ -27,8 +38,27 @@ const rounds = values.rounds === undefined ? undefined : Number(values.rounds)
 if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1)) {
   usage(`--rounds takes a positive integer, not ${JSON.stringify(values.rounds)}`)
 }
+const warmupRounds = values.warmup === undefined ? undefined : Number(values.warmup)
+if (warmupRounds !== undefined && (!Number.isInteger(warmupRounds) || warmupRounds < 0)) {
+  usage(`--warmup takes a non-negative integer, not ${JSON.stringify(values.warmup)}`)
+}
+if (values.only !== undefined && !(benchmarks as readonly string[]).includes(values.only)) {
+  usage(`--only takes one of ${benchmarks.join(', ')}, not ${JSON.stringify(values.only)}`)
+}
+const selected: readonly Benchmark[] = values.only === undefined ? benchmarks : [values.only as Benchmark]
 
-const inject = await runInjectBench(rounds !== undefined ? { rounds } : {})
+const opts = { ...(rounds !== undefined ? { rounds } : {}), ...(warmupRounds !== undefined ? { warmupRounds } : {}) }
+const results: { inject?: InjectBenchResult; network?: NetworkBenchResult } = {}
+const tables: string[] = []
+for (const name of selected) {
+  if (name === 'inject') {
+    results.inject = await runInjectBench(opts)
+    tables.push(formatInjectResult(results.inject))
+  } else {
+    results.network = await runNetworkBench(opts)
+    tables.push(formatNetworkResult(results.network))
+  }
+}
 
-if (values.json) process.stdout.write(`${JSON.stringify({ inject }, null, 2)}\n`)
-else process.stdout.write(`${formatInjectResult(inject)}\n`)
+if (values.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`)
+else process.stdout.write(`${tables.join('\n\n')}\n`)

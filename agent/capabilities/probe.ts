@@ -3,6 +3,7 @@ import { hostname as osHostname } from 'node:os'
 import si from 'systeminformation'
 import type { Capabilities, Feature, FeatureMap, FeatureName, HostFacts } from '../../protocol/capabilities.js'
 import { faultKinds } from '../faults/registry.js'
+import { probeNetdelayHelper } from '../faults/network-delay/helper.js'
 import { findProgram, run } from '../exec.js'
 import { pidfdSupported } from '../native/libc.js'
 import { AGENT_VERSION } from '../version.js'
@@ -105,11 +106,18 @@ async function probeNetfilter(unshare: string | undefined, nft: string | undefin
     probeCommand(unshare, nft ? [nft, '-f', '-'] : undefined, 'nft (nftables) is not installed', success, chain + rule + '\n')
   const iptProbe = (args: string[], success: string) =>
     probeCommand(unshare, ipt ? [ipt, '-w', ...args] : undefined, 'iptables is not installed', success)
-  const [tables, numgen, reject, queue, statistic, nfqueue, redirect, veth, ifb] = await Promise.all([
+  const [tables, numgen, reject, queue, nftRedirect, statistic, nfqueue, redirect, veth, ifb] = await Promise.all([
     nftProbe('', 'nft can create tables and chains'),
     nftProbe('add rule inet flprobe c numgen random mod 100 < 30 drop', 'nft numgen expression works'),
     nftProbe('add rule inet flprobe c meta l4proto tcp reject with tcp reset', 'nft reject works'),
     nftProbe('add rule inet flprobe c queue num 0 bypass', 'nft queue works'),
+    probeCommand(
+      unshare,
+      nft ? [nft, '-f', '-'] : undefined,
+      'nft (nftables) is not installed',
+      'nft nat redirect works',
+      'add table inet flprobe\nadd chain inet flprobe n { type nat hook output priority -101; }\nadd rule inet flprobe n udp dport 53 redirect to :5353\n',
+    ),
     iptProbe(['-A', 'OUTPUT', '-m', 'statistic', '--mode', 'random', '--probability', '0.3', '-j', 'DROP'], 'iptables statistic match works'),
     iptProbe(['-A', 'OUTPUT', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass'], 'iptables NFQUEUE target works'),
     iptProbe(['-t', 'nat', '-A', 'OUTPUT', '-p', 'udp', '--dport', '53', '-j', 'REDIRECT', '--to-ports', '5353'], 'iptables REDIRECT works'),
@@ -121,6 +129,7 @@ async function probeNetfilter(unshare: string | undefined, nft: string | undefin
     'nft:numgen': numgen,
     'nft:reject': reject,
     'nft:queue': queue,
+    'nft:redirect': nftRedirect,
     'iptables:statistic': statistic,
     'iptables:nfqueue': nfqueue,
     'iptables:redirect': redirect,
@@ -228,9 +237,10 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
   }
   const toolFeature = (name: keyof typeof tools, pkg: string): Feature =>
     tools[name] ? yes(tools[name]!) : no(`${name} is not installed (Debian package ${pkg})`)
-  const [tc, netfilter] = await Promise.all([
+  const [tc, netfilter, netdelay] = await Promise.all([
     probeTc(tools.unshare, tools.tc),
     probeNetfilter(tools.unshare, tools.nft, tools.iptables, tools.ip),
+    probeNetdelayHelper(tools.unshare),
   ])
   const pidfd = pidfdSupported()
   const features: PartialFeatures = {
@@ -244,6 +254,7 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
     'tool:stress-ng': toolFeature('stress-ng', 'stress-ng'),
     ...tc,
     ...netfilter,
+    'helper:netdelay': netdelay,
     ...probeCgroups(opts.procRoot),
     ...probeFiles(opts.procRoot, opts.runtimeSockets),
   }

@@ -1,5 +1,8 @@
 import type { FaultKind } from './types.js'
+import { networkBandwidth } from './network-bandwidth/index.js'
 import { networkCorrupt } from './network-corrupt/index.js'
+import { networkDelay } from './network-delay/index.js'
+import { networkDns } from './network-dns/index.js'
 import { networkDuplicate } from './network-duplicate/index.js'
 import { networkLoss } from './network-loss/index.js'
 import { networkPartition } from './network-partition/index.js'
@@ -21,6 +24,9 @@ export const faultKinds = [
   networkCorrupt,
   networkDuplicate,
   networkReorder,
+  networkDns,
+  networkDelay,
+  networkBandwidth,
 ] as const
 
 export type AnyFaultKind = (typeof faultKinds)[number]

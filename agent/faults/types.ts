@@ -42,6 +42,8 @@ export interface PlanContext<Facts = undefined> {
 export interface ApplyContext {
   log: Logger
   paths: HostPaths
+  /** The injection's deadline (ms since the epoch): helpers that outlive the agent stop by then. */
+  expiresAt: number
   /**
    * Commits a refined undo state to the journal before the next host change. Kinds whose undo
    * needs facts only known while applying (a backup path, original bytes) call it before they

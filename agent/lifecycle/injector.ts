@@ -285,6 +285,7 @@ export class Injector {
         const state = await kind.apply(row.plan as never, {
           log,
           paths: this.#opts.paths,
+          expiresAt: row.expiresAt,
           checkpoint: (s) => this.#journal.setState(row.id, s),
         })
         crashPoint('after-apply')

@@ -36,13 +36,26 @@ function kindOptions(kind: FaultKind): Option[] {
       options.push(new Option(`--${kebab(name)}`, description), new Option(`--no-${kebab(name)}`, `set ${kebab(name)} to false`))
       continue
     }
-    const opt = new Option(`--${kebab(name)} <${prop.type === 'array' ? 'values' : 'value'}>`, description)
+    const placeholder = prop.type === 'array' ? 'values' : prop.type === 'object' ? 'name=value,...' : 'value'
+    const opt = new Option(`--${kebab(name)} <${placeholder}>`, description)
     if (prop.enum) opt.choices(prop.enum.map(String))
     if (prop.type === 'integer' || prop.type === 'number') {
       opt.argParser((v) => {
         const n = Number(v)
         if (!Number.isFinite(n) || (prop.type === 'integer' && !Number.isInteger(n))) throw new InvalidArgumentError(`expected a ${prop.type}`)
         return n
+      })
+    }
+    if (prop.type === 'object') {
+      // name=value pairs, e.g. --records db.internal=10.0.0.99,api.internal=10.0.0.98
+      opt.argParser((v) => {
+        const out: Record<string, string> = {}
+        for (const pair of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+          const eq = pair.indexOf('=')
+          if (eq <= 0) throw new InvalidArgumentError(`"${pair}" is not name=value`)
+          out[pair.slice(0, eq)] = pair.slice(eq + 1)
+        }
+        return out
       })
     }
     if (prop.type === 'array') {

@@ -42,7 +42,8 @@ t.test('recovery of a process that is gone counts as recovered', async (t) => {
 })
 
 t.test('the registry is the only list of kinds and every kind is complete', async (t) => {
-  t.same(faultKinds.map((k) => k.kind), ['process-kill', 'process-stop'])
+  t.ok(faultKinds.some((k) => k.kind === 'process-kill') && faultKinds.some((k) => k.kind === 'process-stop'))
+  t.equal(new Set(faultKinds.map((k) => k.kind)).size, faultKinds.length, 'kind names are unique')
   for (const k of faultKinds) {
     t.equal(getFaultKind(k.kind), k)
     t.equal((k.specSchema as unknown as { properties: { kind: { const: string } } }).properties.kind.const, k.kind, `${k.kind}: spec schema is discriminated by its kind`)

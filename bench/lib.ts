@@ -1,0 +1,322 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { cpus, release } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Pool } from 'undici'
+
+/**
+ * What the benchmarks in bench/ share: statistics, the built agent as a child process, an HTTP
+ * client for it, cleanup that also runs on Ctrl-C, and the table formatting.
+ */
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
+// The built agent, as it ships (npm run bench builds first): no TypeScript loader in the figures.
+export const cliEntry = join(repoRoot, 'dist', 'cli', 'main.js')
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Progress lines go to stderr by default, so --json keeps stdout clean. */
+export const stderrProgress = (line: string) => {
+  process.stderr.write(`${line}\n`)
+}
+
+// ---- statistics ----------------------------------------------------------------------------
+
+export interface LatencySummary {
+  n: number
+  minUs: number
+  medianUs: number
+  p99Us: number
+  maxUs: number
+  meanUs: number
+}
+
+/** Nearest-rank percentile of sorted values. */
+export function percentile(sorted: number[], p: number): number {
+  const rank = Math.ceil((p / 100) * sorted.length)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!
+}
+
+/** Samples in milliseconds (performance.now() differences) to a summary in microseconds. */
+export function summarise(samplesMs: number[]): LatencySummary {
+  const us = samplesMs.map((ms) => ms * 1000).sort((a, b) => a - b)
+  const round = (x: number) => Math.round(x * 10) / 10
+  return {
+    n: us.length,
+    minUs: round(us[0]!),
+    medianUs: round(percentile(us, 50)),
+    p99Us: round(percentile(us, 99)),
+    maxUs: round(us[us.length - 1]!),
+    meanUs: round(us.reduce((a, b) => a + b, 0) / us.length),
+  }
+}
+
+/** a / b, rounded to `digits` decimals (one by default). */
+export const ratio = (a: number, b: number, digits = 1) => {
+  const scale = 10 ** digits
+  return Math.round((a / b) * scale) / scale
+}
+
+// ---- the machine ---------------------------------------------------------------------------
+
+export interface MachineInfo {
+  cpus: number
+  cpuModel: string
+  kernel: string
+  node: string
+  os: string
+}
+
+export function machineInfo(): MachineInfo {
+  const cpu = cpus()
+  return {
+    cpus: cpu.length,
+    cpuModel: cpu[0]?.model ?? 'unknown',
+    kernel: release(),
+    node: process.version,
+    os: osName(),
+  }
+}
+
+function osName(): string {
+  try {
+    return /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? 'unknown'
+  } catch {
+    return 'unknown'
+  }
+}
+
+export const formatMachine = (m: MachineInfo) => `machine: ${m.cpus} × ${m.cpuModel}, ${m.os}, kernel ${m.kernel}, Node ${m.node}`
+
+// ---- /proc ---------------------------------------------------------------------------------
+
+/** The fields of /proc/<pid>/stat after the command name: fields[0] is field 3 (state). */
+export function statFields(pid: number | 'self'): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // comm may contain spaces and ")": split after the last ")".
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+}
+
+export const CLOCK_TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+
+/** CPU time of the process itself: utime + stime (proc_pid_stat(5) fields 14 and 15), in ticks. */
+export function cpuTicks(pid: number | 'self'): number {
+  const f = statFields(pid)
+  return Number(f[14 - 3]) + Number(f[15 - 3])
+}
+
+/** CPU time of its waited-for children: cutime + cstime (fields 16 and 17), in ticks. */
+export function childCpuTicks(pid: number | 'self'): number {
+  const f = statFields(pid)
+  return Number(f[16 - 3]) + Number(f[17 - 3])
+}
+
+// ---- cleanup -------------------------------------------------------------------------------
+
+/**
+ * Undo steps, run last-in first-out: register each right after the thing it undoes exists.
+ * Every step runs at most once, and a failing step does not stop the others.
+ */
+export class Cleanup {
+  readonly #steps: { what: string; undo: () => unknown }[] = []
+  #running: Promise<void> | undefined
+
+  /** Registers an undo step; the returned function runs it now (once) and unregisters it. */
+  add(what: string, undo: () => unknown): () => Promise<void> {
+    const step = { what, undo }
+    this.#steps.push(step)
+    return async () => {
+      const i = this.#steps.indexOf(step)
+      if (i < 0) return
+      this.#steps.splice(i, 1)
+      await step.undo()
+    }
+  }
+
+  /** Runs every remaining step, newest first. Concurrent calls share one run. */
+  run(): Promise<void> {
+    return (this.#running ??= (async () => {
+      try {
+        for (let step = this.#steps.pop(); step; step = this.#steps.pop()) {
+          try {
+            await step.undo()
+          } catch (err) {
+            process.stderr.write(`bench: cleanup step "${step.what}" failed: ${(err as Error).message}\n`)
+          }
+        }
+      } finally {
+        this.#running = undefined
+      }
+    })())
+  }
+}
+
+/**
+ * Runs body with a Cleanup that runs when body ends, however it ends, and on SIGINT/SIGTERM
+ * (then the process exits 130/143): a Ctrl-C mid-run must not leave anything behind.
+ */
+export async function withCleanup<T>(body: (cleanup: Cleanup) => Promise<T>): Promise<T> {
+  const cleanup = new Cleanup()
+  const onSignal = (signal: NodeJS.Signals) => {
+    void cleanup.run().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    return await body(cleanup)
+  } finally {
+    process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGTERM', onSignal)
+    await cleanup.run()
+  }
+}
+
+// ---- child processes -----------------------------------------------------------------------
+
+export interface Started {
+  child: ChildProcess
+  pid: number
+  exited: Promise<void>
+}
+
+export function track(child: ChildProcess, what: string): Started {
+  if (child.pid === undefined) throw new Error(`could not start ${what}`)
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve()
+    else child.once('exit', () => resolve())
+  })
+  return { child, pid: child.pid, exited }
+}
+
+export const running = (s: Started) => s.child.exitCode === null && s.child.signalCode === null
+
+export interface StartedAgent extends Started {
+  url: string
+  /** msg of every log line at level warn or above, for the whole run. */
+  warnings: string[]
+}
+
+/**
+ * Starts the built agent on a free loopback port with its own state directory, and resolves once
+ * it logs "faultline agent ready" (with its url).
+ */
+export async function startAgent(stateDir: string): Promise<StartedAgent> {
+  const child = spawn(
+    process.execPath,
+    [cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'info'],
+    { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const started = track(child, 'the agent')
+  const warnings: string[] = []
+  let stderr = ''
+  let buffered = ''
+  const ready = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the agent was not ready within 30 s: ${stderr}`)), 30_000)
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      reject(new Error(`the agent exited (${signal ?? code}) before it was ready: ${stderr}`))
+    })
+    // Keep reading stdout for the whole run: the agent logs every request, and a full pipe
+    // would block it.
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      let nl: number
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 1)
+        let entry: Record<string, unknown>
+        try {
+          entry = JSON.parse(line) as Record<string, unknown>
+        } catch {
+          continue
+        }
+        // pino levels: 40 warn, 50 error, 60 fatal.
+        if (typeof entry.level === 'number' && entry.level >= 40) warnings.push(String(entry.msg))
+        if (entry.msg === 'faultline agent ready') {
+          clearTimeout(timer)
+          resolve(String(entry.url))
+        }
+      }
+    })
+  })
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  try {
+    const url = await ready
+    return { ...started, url, warnings }
+  } catch (err) {
+    // Not ready, so it holds no injection: nothing to recover, no need for a graceful stop.
+    if (running(started)) child.kill('SIGKILL')
+    await started.exited
+    throw err
+  }
+}
+
+/** SIGTERM (the agent recovers every injection before it exits), SIGKILL after 35 s. */
+export async function stopAgent(agent: Started): Promise<void> {
+  if (!running(agent)) return
+  agent.child.kill('SIGTERM')
+  const timer = setTimeout(() => agent.child.kill('SIGKILL'), 35_000)
+  await agent.exited
+  clearTimeout(timer)
+}
+
+// ---- talking to the agent ------------------------------------------------------------------
+
+export interface AgentClient {
+  pool: Pool
+  /** One request; throws unless the status is expectStatus. Resolves with the body text. */
+  call(method: 'POST' | 'DELETE' | 'GET', path: string, expectStatus: number, payload?: string): Promise<string>
+}
+
+/** One keep-alive connection, as a controller talking to one agent would use. */
+export function agentClient(url: string): AgentClient {
+  const pool = new Pool(url, { connections: 1, pipelining: 1 })
+  return {
+    pool,
+    async call(method, path, expectStatus, payload) {
+      const res = await pool.request({
+        method,
+        path,
+        ...(payload !== undefined ? { body: payload, headers: { 'content-type': 'application/json' } } : {}),
+      })
+      const text = await res.body.text()
+      if (res.statusCode !== expectStatus) throw new Error(`${method} ${path}: expected ${expectStatus}, got ${res.statusCode}: ${text}`)
+      return text
+    },
+  }
+}
+
+export interface HistogramTotals {
+  apply: { sum: number; count: number }
+  recover: { sum: number; count: number }
+}
+
+/** Sum and count of the apply and recover histograms of one fault kind in a Prometheus text page. */
+export function parseHistograms(text: string, kind: string): HistogramTotals {
+  const value = (name: string) => {
+    const m = new RegExp(`^${name}\\{kind="${kind}"\\} (\\S+)$`, 'm').exec(text)
+    return m ? Number(m[1]) : 0
+  }
+  return {
+    apply: { sum: value('faultline_apply_seconds_sum'), count: value('faultline_apply_seconds_count') },
+    recover: { sum: value('faultline_recover_seconds_sum'), count: value('faultline_recover_seconds_count') },
+  }
+}
+
+/** Mean apply or recover time in µs between two readings of the histograms. */
+export function histogramMeanUs(before: HistogramTotals, after: HistogramTotals, name: 'apply' | 'recover'): number {
+  return Math.round(((after[name].sum - before[name].sum) / Math.max(1, after[name].count - before[name].count)) * 1e6 * 10) / 10
+}
+
+// ---- output --------------------------------------------------------------------------------
+
+/** A plain-text table: first column left-aligned, the others right-aligned. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
+}
+
+/** Microseconds, as µs below 1 ms and as ms above. */
+export const us = (x: number) => (x >= 1000 ? `${(x / 1000).toFixed(2)} ms` : `${x.toFixed(1)} µs`)
