@@ -140,3 +140,62 @@ export function netSnapshot(ns: TestNs): Record<string, string> {
     .join('\n')
   return snap
 }
+
+// ---- throughput (network-bandwidth and composition tests) ----------------------------------------
+
+const bandwidthScript = join(repoRoot, 'test', 'net', 'tool-bandwidth.mjs')
+
+export interface Rate {
+  /** From the upper hull of the received-bytes curve (see the header comment). */
+  bitsPerSecond: number
+  /** Bytes read inside the window / its length. */
+  rawBitsPerSecond: number
+  samples: number[]
+}
+
+/** Runs tool-bandwidth.mjs in ns; resolves with its last JSON line; killed after timeoutMs. */
+function bwTool(t: TestLike, ns: TestNs, args: (string | number)[], timeoutMs: number, onReady?: () => void): Promise<Record<string, unknown>> {
+  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, bandwidthScript, ...args.map(String)], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const kill = () => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')
+  t.teardown(kill)
+  const timer = setTimeout(kill, timeoutMs)
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => {
+    stdout += c.toString()
+    if (onReady && stdout.includes('"ready":true')) {
+      onReady()
+      onReady = undefined
+    }
+  })
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+  return new Promise((resolve, reject) =>
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      const last = stdout.trim().split('\n').filter((l) => !l.includes('"ready":true')).pop()
+      try {
+        resolve(JSON.parse(last ?? '') as Record<string, unknown>)
+      } catch {
+        reject(new Error(`tool-bandwidth ${args.join(' ')} exited ${code}: ${stderr || stdout}`))
+      }
+    }),
+  )
+}
+
+/**
+ * TCP goodput from `from` to `to`:port, measured by the receiver over [skip, skip + window]
+ * (test/net/tool-bandwidth.mjs explains why over a window, and why from the upper hull).
+ */
+export async function measure(t: TestLike, from: TestNs, to: TestNs, port: number, skipMs = 1500, windowMs = 4000): Promise<Rate> {
+  const limit = skipMs + windowMs + 15_000
+  let ready!: () => void
+  const listening = new Promise<void>((r) => (ready = r))
+  const tailMs = 500
+  const sink = bwTool(t, to, ['tcp-sink', port, skipMs, windowMs, tailMs], limit, ready)
+  await Promise.race([listening, sink])
+  const seconds = Math.ceil((skipMs + windowMs + tailMs) / 1000) + 2
+  const source = bwTool(t, from, ['tcp-source', to.ip, port, seconds], limit)
+  const result = (await sink) as unknown as Rate
+  await source
+  return result
+}

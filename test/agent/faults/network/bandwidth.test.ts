@@ -11,8 +11,6 @@
 //
 // Each shaped measurement takes ~7 s and the crash test starts the agent twice as a process:
 // on a loaded 2-core CI machine the file needs more than tap's default 180 s.
-import { spawn } from 'node:child_process'
-import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { Value } from 'typebox/value'
 import { networkBandwidth } from '../../../../agent/faults/network-bandwidth/index.js'
@@ -20,8 +18,8 @@ import type { BandwidthFacts } from '../../../../agent/faults/network-bandwidth/
 import { featureNames, type FeatureMap } from '../../../../protocol/capabilities.js'
 import type { Injection } from '../../../../protocol/injection.js'
 import type { ResolvedTarget } from '../../../../protocol/target.js'
-import { http, repoRoot, startAgentProcess, testAgent, tmpDir, type TestLike } from '../../../helpers.js'
-import { inNs, netSnapshot, netnsPair, type TestNs } from '../../../net.js'
+import { http, startAgentProcess, testAgent, tmpDir } from '../../../helpers.js'
+import { inNs, measure, netSnapshot, netnsPair, type Rate, type TestNs } from '../../../net.js'
 
 t.setTimeout(360_000)
 
@@ -29,60 +27,6 @@ const root = process.getuid?.() === 0
 const opts = { skip: root ? false : 'needs root (ip netns add)' }
 
 // ---- throughput ----------------------------------------------------------------------------------
-
-const toolScript = join(repoRoot, 'test', 'net', 'tool-bandwidth.mjs')
-
-interface Rate {
-  /** From the upper hull of the received-bytes curve (see the header comment). */
-  bitsPerSecond: number
-  /** Bytes read inside the window / its length. */
-  rawBitsPerSecond: number
-  samples: number[]
-}
-
-/** Runs tool-bandwidth.mjs in ns; resolves with its last JSON line; killed after timeoutMs. */
-function bwTool(t: TestLike, ns: TestNs, args: (string | number)[], timeoutMs: number, onReady?: () => void): Promise<Record<string, unknown>> {
-  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, toolScript, ...args.map(String)], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const kill = () => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')
-  t.teardown(kill)
-  const timer = setTimeout(kill, timeoutMs)
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (c: Buffer) => {
-    stdout += c.toString()
-    if (onReady && stdout.includes('"ready":true')) {
-      onReady()
-      onReady = undefined
-    }
-  })
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
-  return new Promise((resolve, reject) =>
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      const last = stdout.trim().split('\n').filter((l) => !l.includes('"ready":true')).pop()
-      try {
-        resolve(JSON.parse(last ?? '') as Record<string, unknown>)
-      } catch {
-        reject(new Error(`tool-bandwidth ${args.join(' ')} exited ${code}: ${stderr || stdout}`))
-      }
-    }),
-  )
-}
-
-/** TCP goodput from `from` to `to`:port, measured by the receiver over [skip, skip + window]. */
-async function measure(t: TestLike, from: TestNs, to: TestNs, port: number, skipMs = 1500, windowMs = 4000): Promise<Rate> {
-  const limit = skipMs + windowMs + 15_000
-  let ready!: () => void
-  const listening = new Promise<void>((r) => (ready = r))
-  const tailMs = 500
-  const sink = bwTool(t, to, ['tcp-sink', port, skipMs, windowMs, tailMs], limit, ready)
-  await Promise.race([listening, sink])
-  const seconds = Math.ceil((skipMs + windowMs + tailMs) / 1000) + 2
-  const source = bwTool(t, from, ['tcp-source', to.ip, port, seconds], limit)
-  const result = (await sink) as unknown as Rate
-  await source
-  return result
-}
 
 type BandwidthPlan = ReturnType<typeof networkBandwidth.plan>
 const planOf = (inj: Injection) => inj.plan as unknown as BandwidthPlan

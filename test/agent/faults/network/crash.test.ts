@@ -13,10 +13,14 @@ t.test('kill -9 with network injections active, restart: the namespace reads exa
   const stateDir = tmpDir(t)
   const before = netSnapshot(a)
   const agent = await startAgentProcess(t, stateDir)
+  // nft tables (partition, loss, reject), iptables rules + a helper process (delay through
+  // NFQUEUE), and an IFB link + ingress qdisc + tc filter (bandwidth ingress)
   const faults = [
     { kind: 'network-partition', peers: ['10.200.9.9'], direction: 'both' },
     { kind: 'network-loss', percent: 20, peers: [b.ip] },
     { kind: 'network-reject', ports: [9999], direction: 'egress' },
+    { kind: 'network-delay', latency: '50ms', peers: [b.ip] },
+    { kind: 'network-bandwidth', rate: '5mbit', direction: 'ingress', device: a.dev },
   ]
   const ids: string[] = []
   for (const fault of faults) {
@@ -27,7 +31,10 @@ t.test('kill -9 with network injections active, restart: the namespace reads exa
     t.equal(res.status, 201, `${fault.kind}: ${JSON.stringify(res.body).slice(0, 200)}`)
     ids.push(res.body.id)
   }
-  t.not(netSnapshot(a).nft, before.nft, 'the faults are in the namespace')
+  const during = netSnapshot(a)
+  t.not(during.nft, before.nft, 'nft tables are in the namespace')
+  t.not(during['iptables-legacy mangle'], before['iptables-legacy mangle'], 'iptables rules are in the namespace')
+  t.not(during.links, before.links, 'the IFB link is in the namespace')
   agent.child.kill('SIGKILL')
   await agent.exited
   t.not(netSnapshot(a).nft, before.nft, 'and stay there while the agent is dead')
