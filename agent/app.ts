@@ -58,10 +58,16 @@ declare module 'fastify' {
  */
 export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   const log = opts.logger ?? pino({ level: 'silent' })
-  const paths: HostPaths = { procRoot: opts.paths?.procRoot ?? '/proc', netnsDir: opts.paths?.netnsDir ?? '/var/run/netns' }
+  const paths: HostPaths = {
+    procRoot: opts.paths?.procRoot ?? '/proc',
+    netnsDir: opts.paths?.netnsDir ?? '/var/run/netns',
+    containerdTaskDir: opts.paths?.containerdTaskDir ?? '/run/containerd/io.containerd.runtime.v2.task',
+  }
+  const runtimeSockets = opts.runtimeSockets ?? defaultRuntimeSockets
+  const targets = { paths, selfPid: process.pid, hostname: hostname(), runtimeSockets }
   const journal = new Journal(opts.stateDir)
   const capabilities = new CapabilityStore(
-    { procRoot: paths.procRoot, runtimeSockets: opts.runtimeSockets ?? defaultRuntimeSockets },
+    { procRoot: paths.procRoot, runtimeSockets },
     log.child({ component: 'capabilities' }),
   )
   const metrics = createMetrics(() => journal.countOpenByKind())
@@ -69,7 +75,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     journal,
     log: log.child({ component: 'injector' }),
     paths,
-    targets: { paths, selfPid: process.pid, hostname: hostname() },
+    targets,
     metrics,
     capabilities: () => capabilities.get(),
     maxDurationMs: opts.maxDurationMs,
@@ -135,6 +141,6 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   await app.register(healthRoutes, { registry: metrics.registry })
   await app.register(injectionRoutes, { injector })
   await app.register(capabilitiesRoutes, { capabilities })
-  await app.register(targetRoutes, { targets: { paths, selfPid: process.pid, hostname: hostname() } })
+  await app.register(targetRoutes, { targets })
   return app as unknown as FastifyInstance
 }

@@ -4,6 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
+import { inNetns } from '../agent/net/netns.js'
 import { repoRoot, type TestLike } from './helpers.js'
 
 export interface TestNs {
@@ -35,6 +36,11 @@ export function inNs(ns: TestNs, argv: string[], input?: string): string {
 export function tryInNs(ns: TestNs, argv: string[]): { status: number | null; stdout: string; stderr: string } {
   const res = spawnSync('nsenter', [`--net=${ns.path}`, '--', ...argv], { encoding: 'utf8' })
   return { status: res.status, stdout: res.stdout, stderr: res.stderr }
+}
+
+/** The prefix the agent puts in front of a tool to run it in the namespace at path (native/nsexec). */
+export function enter(path: string): string[] {
+  return inNetns({ kind: 'path', path, inode: 0 }, [])
 }
 
 let counter = 0

@@ -9,6 +9,8 @@ export interface HostPaths {
   procRoot: string
   /** Where `ip netns add` leaves named network namespaces. */
   netnsDir: string
+  /** containerd's task state (/run/containerd/io.containerd.runtime.v2.task): containerd containers are recognised by it. */
+  containerdTaskDir: string
 }
 
 /** What network faults must never cut: the agent's own control links. */

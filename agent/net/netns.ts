@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs'
-import { findProgram } from '../exec.js'
+import { nsexecArgv } from '../native/nsexec.js'
 import type { ResolvedTarget } from '../../protocol/target.js'
 
 /**
@@ -15,8 +15,12 @@ export function netnsOf(target: ResolvedTarget): NetnsRef {
       return { kind: 'host', inode: target.netnsInode }
     case 'netns':
       return { kind: 'path', path: target.path, inode: target.netnsInode }
+    case 'container':
+      // The container's init holds its network namespace; the inode recorded at resolution
+      // tells a restarted container (new namespace) from the one we faulted.
+      return { kind: 'path', path: `/proc/${target.initPid}/ns/net`, inode: target.netnsInode }
     case 'process':
-      throw new Error('network faults act on host or netns targets')
+      throw new Error('network faults act on host, netns or container targets')
   }
 }
 
@@ -42,16 +46,11 @@ export function netnsStatus(ns: NetnsRef): 'same' | 'gone' | 'replaced' {
 }
 
 /**
- * The argv that runs `argv` inside the namespace. Only the network namespace is entered
- * (nsenter --net): tc, nft and iptables load their extensions from the host's filesystem,
- * which is the one they were built against.
+ * The argv that runs `argv` inside the namespace, through native/nsexec. Only the network
+ * namespace is entered: tc, nft and iptables load their extensions from the host's
+ * filesystem, which is the one they were built against.
  */
 export function inNetns(ns: NetnsRef, argv: readonly string[]): string[] {
   if (ns.kind === 'host') return [...argv]
-  return [nsenterPath(), `--net=${ns.path}`, '--', ...argv]
-}
-
-let nsenter: string | undefined
-function nsenterPath(): string {
-  return (nsenter ??= findProgram('nsenter') ?? 'nsenter')
+  return nsexecArgv({ net: ns.path }, argv)
 }

@@ -1,4 +1,5 @@
 import type { ResolvedTarget, TargetSelector, TargetType } from '../../protocol/target.js'
+import { containerResolver } from './containers/index.js'
 import { hostResolver } from './host.js'
 import { netnsResolver } from './netns.js'
 import { processResolver } from './process.js'
@@ -9,6 +10,7 @@ export const targetResolvers = {
   host: hostResolver,
   process: processResolver,
   netns: netnsResolver,
+  container: containerResolver,
 } satisfies { [T in TargetType]: TargetResolver<T> }
 
 export function resolveTarget(selector: TargetSelector, ctx: TargetContext): Promise<ResolvedTarget[]> {

@@ -1,11 +1,14 @@
 import type { ResolvedTarget, TargetSelector, TargetType } from '../../protocol/target.js'
 import type { HostPaths } from '../faults/types.js'
+import type { RuntimeSockets } from './containers/runtimes.js'
 
 export interface TargetContext {
   paths: HostPaths
   /** The agent's own pid: never a target. */
   selfPid: number
   hostname: string
+  /** Runtime API sockets that enrich container discovery (names, labels, images). */
+  runtimeSockets: RuntimeSockets
 }
 
 /** One resolver per target type: the narrow interface behind which finding targets sits. */

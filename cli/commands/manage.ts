@@ -103,6 +103,7 @@ export function targetsCommand(): Command {
         for (const t of body.targets) {
           if (t.type === 'host') rows.push(['host', '-', t.hostname, `netns inode ${t.netnsInode}`])
           else if (t.type === 'netns') rows.push(['netns', String(t.netnsInode), t.name, t.path])
+          else if (t.type === 'container') rows.push(['container', t.id.slice(0, 12), t.name ?? '-', `${t.runtime}  ${t.image ?? ''}  ${Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(',').slice(0, 60)}`])
           else rows.push(['process', String(t.pid), t.comm, `${t.state}  ${t.cmdline.slice(0, 80)}`])
         }
         console.log(table(rows))

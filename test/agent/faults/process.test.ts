@@ -9,7 +9,7 @@ import { featureNames, type FeatureMap } from '../../../protocol/capabilities.js
 
 const features = Object.fromEntries(featureNames.map((f) => [f, { available: true, detail: '' }])) as FeatureMap
 const ctx = {
-  paths: { procRoot: '/nonexistent', netnsDir: '/nonexistent' },
+  paths: { procRoot: '/nonexistent', netnsDir: '/nonexistent', containerdTaskDir: '/nonexistent' },
   features,
   control: { agentNetnsInode: 1, tcpPorts: [22] },
   injectionId: 'plan-test',
@@ -37,7 +37,7 @@ t.test('plans refuse targets they cannot act on', async (t) => {
 })
 
 t.test('recovery of a process that is gone counts as recovered', async (t) => {
-  const outcome = await processStop.recover({ pid: 4_194_000, startTime: 1, comm: 'gone' }, { paths: { procRoot: '/proc', netnsDir: '/var/run/netns' }, log: (await import('pino')).pino({ level: 'silent' }) })
+  const outcome = await processStop.recover({ pid: 4_194_000, startTime: 1, comm: 'gone' }, { paths: { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' }, log: (await import('pino')).pino({ level: 'silent' }) })
   t.match(outcome.note, /has exited; nothing to resume/)
 })
 

@@ -4,7 +4,7 @@ import { isKernelThread, listPids, parseStat, readCmdline, readStat } from '../.
 import { processResolver } from '../../../agent/targets/process.js'
 
 const procRoot = fileURLToPath(new URL('../../fixtures/proc', import.meta.url))
-const ctx = { paths: { procRoot, netnsDir: '/nonexistent' }, selfPid: 99999, hostname: 'fixture' }
+const ctx = { paths: { procRoot, netnsDir: '/nonexistent', containerdTaskDir: '/nonexistent' }, selfPid: 99999, hostname: 'fixture', runtimeSockets: { docker: [], containerd: [], podman: [], crio: [] } }
 
 t.test('stat parsing survives spaces and parentheses in comm', async (t) => {
   const stat = readStat(procRoot, 4242)!

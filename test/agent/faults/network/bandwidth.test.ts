@@ -19,7 +19,7 @@ import { featureNames, type FeatureMap } from '../../../../protocol/capabilities
 import type { Injection } from '../../../../protocol/injection.js'
 import type { ResolvedTarget } from '../../../../protocol/target.js'
 import { http, startAgentProcess, testAgent, tmpDir } from '../../../helpers.js'
-import { inNs, measure, netSnapshot, netnsPair, type Rate, type TestNs } from '../../../net.js'
+import { enter, inNs, measure, netSnapshot, netnsPair, type Rate, type TestNs } from '../../../net.js'
 
 t.setTimeout(360_000)
 
@@ -250,7 +250,7 @@ t.test('every kill point inside apply is recoverable: each checkpointed state un
   t.equal(dry.statusCode, 200, dry.body)
   const plan = planOf(dry.json<Injection>())
   const log = (await import('pino')).pino({ level: 'silent' })
-  const paths = { procRoot: '/proc', netnsDir: '/var/run/netns' }
+  const paths = { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' }
   type State = Parameters<typeof networkBandwidth.recover>[0]
   for (let stop = 0; stop <= plan.ops.length; stop++) {
     // run the first `stop` commands, the way apply would before being killed ...
@@ -289,7 +289,7 @@ const facts = (over: Partial<BandwidthFacts> = {}): BandwidthFacts => ({
   ...over,
 })
 const ctx = (f: BandwidthFacts, features: FeatureMap = allFeatures) => ({
-  paths: { procRoot: '/proc', netnsDir: '/var/run/netns' },
+  paths: { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' },
   features,
   control: { agentNetnsInode: 1, tcpPorts: [22] },
   injectionId: 'bw-plan-1',
@@ -297,12 +297,12 @@ const ctx = (f: BandwidthFacts, features: FeatureMap = allFeatures) => ({
 })
 type Spec = Parameters<typeof networkBandwidth.plan>[0]
 const spec = (s: Omit<Spec, 'kind'>): Spec => ({ kind: 'network-bandwidth', ...s })
-/** The plan's exec steps without the nsenter prefix, which is checked once. */
+/** The plan's exec steps without the nsexec prefix, which is checked once. */
 function commands(t: Test, plan: ReturnType<typeof networkBandwidth.plan>, phase: 'apply' | 'recover'): string[] {
   return plan.steps
     .filter((s) => s.phase === phase && s.action === 'exec')
     .map((s) => {
-      t.match(s.argv!.slice(0, 3), [/\/nsenter$/, '--net=/var/run/netns/blue', '--'])
+      t.match(s.argv!.slice(0, 3), enter('/var/run/netns/blue'))
       return s.argv!.slice(3).join(' ')
     })
 }

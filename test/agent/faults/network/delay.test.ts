@@ -16,7 +16,7 @@ import { featureNames, type FeatureMap } from '../../../../protocol/capabilities
 import type { Injection } from '../../../../protocol/injection.js'
 import type { ResolvedTarget } from '../../../../protocol/target.js'
 import { http, repoRoot, startAgentProcess, testAgent, tmpDir, waitFor } from '../../../helpers.js'
-import { background, inNs, netSnapshot, netnsPair, type TestNs } from '../../../net.js'
+import { background, enter, inNs, netSnapshot, netnsPair, type TestNs } from '../../../net.js'
 
 // Many RTT measurements and two agent processes: on a busy 2-core host this file can take
 // longer than the default 180 s per file.
@@ -144,7 +144,6 @@ const allFeatures = (available: boolean): FeatureMap =>
 
 const target = (inode = 4026532000): ResolvedTarget => ({ type: 'netns', name: 'web', path: '/var/run/netns/web', netnsInode: inode })
 const ctrl = { agentNetnsInode: 1, tcpPorts: [22] }
-const nsenter = spawnSync('sh', ['-c', 'command -v nsenter']).stdout.toString().trim() || '/usr/bin/nsenter'
 
 // ---- pure: mechanism choice, parameters, netem plan ---------------------------------------------
 
@@ -198,13 +197,13 @@ t.test('netem mechanism: the exact tc commands from plan() (no kernel needed)', 
   const peers = { v4: ['10.200.9.0/24'], v6: [], resolved: [] }
   const planFor = (spec: Record<string, unknown>, facts: { peers: typeof peers; protectedTcpPorts: number[] }, id = 'db-slow') =>
     networkDelay.plan({ kind: 'network-delay', latency: '100ms', ...spec } as never, target(), {
-      paths: { procRoot: '/proc', netnsDir: '/var/run/netns' },
+      paths: { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' },
       features,
       control: ctrl,
       injectionId: id,
       facts: { mechanism: 'netem', netem: { tc: '/usr/sbin/tc', device: 'eth0', ...facts } } as never,
     })
-  const inNs = (...argv: string[]) => [nsenter, '--net=/var/run/netns/web', '--', '/usr/sbin/tc', ...argv]
+  const inNs = (...argv: string[]) => [...enter('/var/run/netns/web'), '/usr/sbin/tc', ...argv]
 
   // whole device, control channel opted out: one netem root qdisc
   const bare = planFor({ jitter: '10ms', correlation: 25, protectControlChannel: false }, { peers: { v4: [], v6: [], resolved: [] }, protectedTcpPorts: [] })
@@ -282,7 +281,7 @@ t.test('dry run: the NFQUEUE plan shows the helper argv and the exact iptables-r
   t.equal(plan.mechanism, 'nfqueue')
   t.equal(plan.queue, 1000)
   t.same(plan.claims, [`nfqueue:${inodeOf(a.path)}:1000`])
-  t.same(plan.helperArgv, [nsenter, `--net=${a.path}`, '--', netdelayHelperPath(), '1000', '100000', '10000', '25', '<deadline: expiresAt in seconds since the epoch>'])
+  t.same(plan.helperArgv, [...enter(a.path), netdelayHelperPath(), '1000', '100000', '10000', '25', '<deadline: expiresAt in seconds since the epoch>'])
   t.equal(plan.rules.length, 1, 'IPv4 peers only: no ip6tables rules')
   const r = plan.rules[0]!
   t.match(r, { family: 'ipv4', backend: 'legacy' })
@@ -301,7 +300,7 @@ t.test('dry run: the NFQUEUE plan shows the helper argv and the exact iptables-r
       '',
     ].join('\n'),
   )
-  t.match(plan.steps.find((s) => s.argv?.some((x) => x.endsWith('-restore')))?.argv, [nsenter, `--net=${a.path}`, '--', /iptables-legacy-restore$/, '-w', '--noflush'])
+  t.match(plan.steps.find((s) => s.argv?.some((x) => x.endsWith('-restore')))?.argv, [...enter(a.path), /iptables-legacy-restore$/, '-w', '--noflush'])
   t.same(netSnapshot(a), before)
   t.same(helpersIn(a), [], 'no helper started')
 
@@ -529,7 +528,7 @@ t.test('iptables-nft fallback: the table it creates is deleted again; a table th
   const { a, b } = pair(t)
   await background(t, b, 'udp-echo', 9000)
   const log = pino({ level: 'silent' })
-  const paths = { procRoot: '/proc', netnsDir: '/var/run/netns' }
+  const paths = { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' }
   const resolved: ResolvedTarget = { type: 'netns', name: a.name, path: a.path, netnsInode: inodeOf(a.path) }
   const features = allFeatures(true)
   const spec = { kind: 'network-delay' as const, latency: '60ms', peers: [b.ip], mechanism: 'nfqueue' as const }
@@ -609,7 +608,7 @@ t.test('recovery from each checkpoint apply writes (the agent dying between any 
   await requireHelper(t)
   const { a, b } = pair(t)
   const log = pino({ level: 'silent' })
-  const paths = { procRoot: '/proc', netnsDir: '/var/run/netns' }
+  const paths = { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' }
   const resolved: ResolvedTarget = { type: 'netns', name: a.name, path: a.path, netnsInode: inodeOf(a.path) }
   const features = allFeatures(true)
   const spec = { kind: 'network-delay' as const, latency: '100ms', peers: [b.ip], mechanism: 'nfqueue' as const }

@@ -11,7 +11,7 @@ import { conntrackZone, resolverGid, type AnswerRules } from '../../../../agent/
 import { listPids, readCmdline, readStat } from '../../../../agent/targets/procfs.js'
 import type { Injection } from '../../../../protocol/injection.js'
 import { http, repoRoot, startAgentProcess, testAgent, tmpDir, waitFor, type TestLike } from '../../../helpers.js'
-import { background, inNs, netSnapshot, netnsPair, tool, type TestNs } from '../../../net.js'
+import { background, enter, inNs, netSnapshot, netnsPair, tool, type TestNs } from '../../../net.js'
 
 const root = process.getuid?.() === 0
 const opts = { skip: root ? false : 'needs root (ip netns add)' }
@@ -456,9 +456,7 @@ t.test('dry run: the exact nft script and resolver argv; nothing changes', opts,
     table,
   }
   t.same(plan.resolverArgv, [
-    '/usr/bin/nsenter',
-    `--net=${a.path}`,
-    '--',
+    ...enter(a.path),
     process.execPath,
     '--import',
     `file://${repoRoot}/node_modules/tsx/dist/loader.mjs`,
@@ -466,8 +464,8 @@ t.test('dry run: the exact nft script and resolver argv; nothing changes', opts,
     JSON.stringify(config),
   ], 'from the sources: resolver.ts through tsx; from dist/ it is node dist/.../resolver.js')
   t.match(plan.steps.map((s) => [s.phase, s.action]), [['apply', 'spawn'], ['apply', 'exec'], ['recover', 'exec'], ['recover', 'signal']])
-  t.match(plan.steps[1]!.argv, ['/usr/bin/nsenter', `--net=${a.path}`, '--', /\/nft$/, '-f', '-'])
-  t.match(plan.steps[2]!.argv, [/nsenter$/, `--net=${a.path}`, '--', /\/nft$/, 'delete', 'table', 'inet', table])
+  t.match(plan.steps[1]!.argv, [...enter(a.path), /\/nft$/, '-f', '-'])
+  t.match(plan.steps[2]!.argv, [...enter(a.path), /\/nft$/, 'delete', 'table', 'inet', table])
   t.same(plan.claims, [`dns-redirect:${(res.json<Injection>().resolved as { netnsInode: number }).netnsInode}`])
   t.same(netSnapshot(a), before)
 

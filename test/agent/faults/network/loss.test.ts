@@ -9,7 +9,7 @@ import { featureNames, type FeatureMap } from '../../../../protocol/capabilities
 import type { Injection } from '../../../../protocol/injection.js'
 import type { ResolvedTarget } from '../../../../protocol/target.js'
 import { testAgent, type TestLike } from '../../../helpers.js'
-import { background, netSnapshot, netnsPair, tool, type TestNs } from '../../../net.js'
+import { background, enter, netSnapshot, netnsPair, tool, type TestNs } from '../../../net.js'
 
 const root = process.getuid?.() === 0
 const opts = { skip: root ? false : 'needs root (ip netns add)' }
@@ -84,10 +84,10 @@ t.test('netem-only options and kinds are refused here with the reason', opts, as
 
 const allFeatures = Object.fromEntries(featureNames.map((f) => [f, { available: true, detail: 'ok' }])) as FeatureMap
 const target: ResolvedTarget = { type: 'netns', name: 'blue', path: '/var/run/netns/blue', netnsInode: 4026532999 }
-const ns = ['/usr/bin/nsenter', '--net=/var/run/netns/blue', '--']
+const ns = enter('/var/run/netns/blue')
 const netemFacts = (peers: string[] = []) => ({ tc: '/usr/sbin/tc', device: 'eth0', peers: { v4: peers, v6: [], resolved: [] }, protectedTcpPorts: [] as number[] })
 const ctx = <F>(facts: F) => ({
-  paths: { procRoot: '/proc', netnsDir: '/var/run/netns' },
+  paths: { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' },
   features: allFeatures,
   control: { agentNetnsInode: 1, tcpPorts: [22] },
   injectionId: 'netem-1',

@@ -3,7 +3,7 @@
 import t from 'tap'
 import type { Injection } from '../../../../protocol/injection.js'
 import { testAgent } from '../../../helpers.js'
-import { background, netSnapshot, netnsPair, tool } from '../../../net.js'
+import { background, enter, netSnapshot, netnsPair, tool } from '../../../net.js'
 
 const root = process.getuid?.() === 0
 const opts = { skip: root ? false : 'needs root (ip netns add)' }
@@ -149,8 +149,8 @@ t.test('dry run shows the exact nft script and argv, and changes nothing', opts,
       '',
     ].join('\n'),
   )
-  t.match(plan.steps[0]!.argv, ['/usr/bin/nsenter', `--net=${a.path}`, '--', /\/nft$/, '-f', '-'])
-  t.match(plan.steps[1]!.argv, [/nsenter$/, `--net=${a.path}`, '--', /\/nft$/, 'delete', 'table', 'inet', plan.table])
+  t.match(plan.steps[0]!.argv, [...enter(a.path), /\/nft$/, '-f', '-'])
+  t.match(plan.steps[1]!.argv, [...enter(a.path), /\/nft$/, 'delete', 'table', 'inet', plan.table])
   t.same(netSnapshot(a), before)
 })
 

@@ -1,0 +1,176 @@
+import { existsSync, statSync } from 'node:fs'
+import * as grpc from '@grpc/grpc-js'
+import protobuf from 'protobufjs'
+import { Client } from 'undici'
+import type { RuntimeName } from './cgroups.js'
+
+/**
+ * Names, labels, images and states from the runtimes' own APIs, when their sockets are there.
+ * One small client per API: the Docker Engine API (served by dockerd and by podman's
+ * `system service`), containerd's gRPC API, and CRI-O's info endpoints. None is needed to
+ * find containers (cgroups.ts does that); each only enriches, with a short timeout, and a
+ * failing or missing socket just leaves the containers unenriched.
+ */
+export interface RuntimeContainer {
+  id: string
+  runtime: RuntimeName
+  namespace?: string
+  name?: string
+  image?: string
+  labels: Record<string, string>
+  state?: string
+  pid?: number
+}
+
+export interface RuntimeSockets {
+  docker: readonly string[]
+  containerd: readonly string[]
+  podman: readonly string[]
+  crio: readonly string[]
+}
+
+const TIMEOUT_MS = 2_000
+
+export function firstSocket(paths: readonly string[]): string | undefined {
+  return paths.find((p) => {
+    try {
+      return existsSync(p) && statSync(p).isSocket()
+    } catch {
+      return false
+    }
+  })
+}
+
+async function get(socketPath: string, path: string): Promise<{ headers: Record<string, string | string[] | undefined>; text: string }> {
+  const client = new Client('http://localhost', { socketPath, headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, connectTimeout: TIMEOUT_MS })
+  try {
+    const res = await client.request({ method: 'GET', path, headers: { host: 'localhost' } })
+    const text = await res.body.text()
+    if (res.statusCode >= 400) throw new Error(`GET ${path}: HTTP ${res.statusCode} ${text.slice(0, 200)}`)
+    return { headers: res.headers, text }
+  } finally {
+    await client.close()
+  }
+}
+
+async function getJson<T>(socketPath: string, path: string): Promise<T> {
+  return JSON.parse((await get(socketPath, path)).text) as T
+}
+
+// ---- Docker Engine API (dockerd, podman system service) -----------------------------------------
+
+interface EngineContainer {
+  Id: string
+  Names?: string[]
+  Image?: string
+  Labels?: Record<string, string> | null
+  State?: string
+}
+
+/** Lists running containers through a Docker-compatible API; tells dockerd and podman apart. */
+export async function listEngineContainers(socketPath: string): Promise<RuntimeContainer[]> {
+  // podman answers /_ping with Libpod-* headers; /version would take seconds on podman.
+  const ping = await get(socketPath, '/_ping')
+  const runtime: 'docker' | 'podman' = ping.headers['libpod-api-version'] !== undefined ? 'podman' : 'docker'
+  const list = await getJson<EngineContainer[]>(socketPath, '/containers/json')
+  return list.map((c) => ({
+    id: c.Id,
+    runtime,
+    ...(runtime === 'docker' ? { namespace: 'moby' } : {}),
+    ...(c.Names?.[0] ? { name: c.Names[0].replace(/^\//, '') } : {}),
+    ...(c.Image ? { image: c.Image } : {}),
+    labels: c.Labels ?? {},
+    ...(c.State ? { state: c.State } : {}),
+  }))
+}
+
+// ---- containerd gRPC API ---------------------------------------------------------------------------
+
+/**
+ * The subset of containerd's API (api/services/{containers,namespaces}/v1/*.proto) we read;
+ * field numbers are containerd's. Unknown fields are skipped by the decoder.
+ */
+const containerdProto = protobuf.parse(`
+syntax = "proto3";
+package containerd.services.containers.v1;
+message Container { string id = 1; map<string, string> labels = 2; string image = 3; }
+message ListContainersRequest { repeated string filters = 1; }
+message ListContainersResponse { repeated Container containers = 1; }
+message Namespace { string name = 1; map<string, string> labels = 2; }
+message ListNamespacesRequest { string filter = 1; }
+message ListNamespacesResponse { repeated Namespace namespaces = 1; }
+`).root
+
+function unaryMethod(path: string, req: string, res: string): grpc.MethodDefinition<object, object> {
+  const reqType = containerdProto.lookupType(req)
+  const resType = containerdProto.lookupType(res)
+  return {
+    path,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (v: object) => Buffer.from(reqType.encode(reqType.fromObject(v)).finish()),
+    requestDeserialize: (b: Buffer) => reqType.toObject(reqType.decode(b)),
+    responseSerialize: (v: object) => Buffer.from(resType.encode(resType.fromObject(v)).finish()),
+    responseDeserialize: (b: Buffer) => resType.toObject(resType.decode(b), { defaults: true }),
+  }
+}
+
+const containerdService = {
+  listNamespaces: unaryMethod('/containerd.services.namespaces.v1.Namespaces/List', 'ListNamespacesRequest', 'ListNamespacesResponse'),
+  listContainers: unaryMethod('/containerd.services.containers.v1.Containers/List', 'ListContainersRequest', 'ListContainersResponse'),
+}
+const ContainerdClient = grpc.makeGenericClientConstructor(containerdService, 'Containerd')
+
+function call<T>(client: grpc.Client, method: keyof typeof containerdService, req: object, namespace?: string): Promise<T> {
+  const metadata = new grpc.Metadata()
+  if (namespace) metadata.set('containerd-namespace', namespace)
+  return new Promise((resolve, reject) => {
+    const fn = (client as unknown as Record<string, Function>)[method]!.bind(client)
+    fn(req, metadata, { deadline: Date.now() + TIMEOUT_MS }, (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res)))
+  })
+}
+
+/** Lists containers of every containerd namespace (docker's "moby" included). */
+export async function listContainerdContainers(socketPath: string): Promise<RuntimeContainer[]> {
+  const client = new ContainerdClient(`unix://${socketPath}`, grpc.credentials.createInsecure())
+  try {
+    const { namespaces } = await call<{ namespaces: { name: string }[] }>(client, 'listNamespaces', {})
+    const out: RuntimeContainer[] = []
+    for (const ns of namespaces) {
+      const { containers } = await call<{ containers: { id: string; labels: Record<string, string>; image: string }[] }>(client, 'listContainers', {}, ns.name)
+      for (const c of containers) {
+        out.push({ id: c.id, runtime: 'containerd', namespace: ns.name, labels: c.labels ?? {}, ...(c.image ? { image: c.image } : {}) })
+      }
+    }
+    return out
+  } finally {
+    client.close()
+  }
+}
+
+// ---- CRI-O -----------------------------------------------------------------------------------------
+
+interface CrioContainer {
+  name?: string
+  image?: string
+  labels?: Record<string, string>
+  pid?: number
+}
+
+/** CRI-O's inspect endpoint: GET /containers/<id> on its socket (names, image, labels, pid). */
+export async function inspectCrioContainer(socketPath: string, id: string): Promise<RuntimeContainer | undefined> {
+  try {
+    const c = await getJson<CrioContainer>(socketPath, `/containers/${encodeURIComponent(id)}`)
+    return {
+      id,
+      runtime: 'crio',
+      namespace: 'k8s.io',
+      ...(c.name ? { name: c.name } : {}),
+      ...(c.image ? { image: c.image } : {}),
+      labels: c.labels ?? {},
+      ...(c.pid ? { pid: c.pid } : {}),
+    }
+  } catch {
+    return undefined
+  }
+}
