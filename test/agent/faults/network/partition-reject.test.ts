@@ -3,7 +3,7 @@
 import t from 'tap'
 import type { Injection } from '../../../../protocol/injection.js'
 import { testAgent } from '../../../helpers.js'
-import { background, enter, netSnapshot, netnsPair, tool } from '../../../net.js'
+import { background, enter, inNs, netSnapshot, netnsPair, tool } from '../../../net.js'
 
 const root = process.getuid?.() === 0
 const opts = { skip: root ? false : 'needs root (ip netns add)' }
@@ -30,6 +30,28 @@ t.test('partition: TCP connect times out while active, works after recovery; not
   t.equal(rec.json<Injection>().status, 'recovered')
   t.match(await tool(a, 'tcp-connect', b.ip, 9000, 1000), { ok: true }, 'connects after recovery')
   t.same(netSnapshot(a), before, 'nft ruleset, iptables (both backends), qdiscs, filters and links as before')
+})
+
+t.test("a table that existed before is left alone: recovery deletes only the injection's own", opts, async (t) => {
+  const app = await testAgent(t)
+  const { a, b } = netnsPair(t)
+  // the host's own firewall in the namespace, with a rule and a counter of its own
+  inNs(a, ['nft', '-f', '-'], 'table inet site_fw {\n  chain input { type filter hook input priority 10; policy accept; tcp dport 8080 counter accept; }\n}\n')
+  const before = netSnapshot(a)
+  t.match(before.nft, /table inet site_fw/)
+  const post = (fault: object) =>
+    app.inject({ method: 'POST', url: '/v1/injections', payload: { fault, target: { type: 'netns', name: a.name }, duration: '60s' } })
+  const first = await post({ kind: 'network-partition', peers: [b.ip] })
+  const second = await post({ kind: 'network-reject', ports: [9000], direction: 'egress' })
+  t.equal(first.statusCode, 201)
+  t.equal(second.statusCode, 201)
+  await app.inject({ method: 'DELETE', url: `/v1/injections/${first.json<Injection>().id}` })
+  const mid = netSnapshot(a).nft
+  t.match(mid, /table inet site_fw/, 'the site firewall is still there')
+  t.match(mid, new RegExp((second.json<Injection>().plan as { table?: string }).table!), 'the other injection is still there')
+  t.notMatch(mid, new RegExp((first.json<Injection>().plan as { table?: string }).table!), 'the recovered one is gone')
+  await app.inject({ method: 'DELETE', url: `/v1/injections/${second.json<Injection>().id}` })
+  t.same(netSnapshot(a), before, 'exactly as before, site firewall included')
 })
 
 t.test('partition only the peer asked for, in one direction', opts, async (t) => {
