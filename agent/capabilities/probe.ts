@@ -6,6 +6,7 @@ import { faultKinds } from '../faults/registry.js'
 import { probeNetdelayHelper } from '../faults/network-delay/helper.js'
 import { findProgram, run } from '../exec.js'
 import { pidfdSupported } from '../native/libc.js'
+import { readCgroupMounts } from '../targets/cgroupfs.js'
 import { AGENT_VERSION } from '../version.js'
 
 /**
@@ -140,51 +141,23 @@ async function probeNetfilter(unshare: string | undefined, nft: string | undefin
 
 /** cgroup v1 hierarchies and the v2 mount, from our own mountinfo (not PID 1's). */
 export function probeCgroups(procRoot: string): PartialFeatures {
-  let mountinfo = ''
-  try {
-    mountinfo = readFileSync(`${procRoot}/self/mountinfo`, 'utf8')
-  } catch {
-    return { 'cgroup:v1': no('cannot read mountinfo'), 'cgroup:v2': no('cannot read mountinfo'), 'cgroup:freezer': no('cannot read mountinfo') }
-  }
-  const v1: string[] = []
-  const v1Controllers = new Set<string>()
-  let v2Path: string | undefined
-  for (const line of mountinfo.split('\n')) {
-    const [left, right] = line.split(' - ')
-    if (!left || !right) continue
-    const mountPoint = left.split(' ')[4] ?? ''
-    const [fstype, , superOpts = ''] = right.split(' ')
-    if (fstype === 'cgroup2' && !v2Path) v2Path = mountPoint
-    if (fstype === 'cgroup') {
-      v1.push(mountPoint)
-      for (const o of superOpts.split(',')) if (!['rw', 'ro', 'relatime', 'nsdelegate'].includes(o) && !o.startsWith('name=') && !o.startsWith('release_agent')) v1Controllers.add(o)
-    }
-  }
+  const mounts = readCgroupMounts(procRoot)
+  const v1Controllers = [...mounts.v1.keys()].filter((c) => !c.startsWith('name=')).sort()
   let v2Controllers = ''
-  if (v2Path) {
+  if (mounts.v2) {
     try {
-      v2Controllers = readFileSync(`${v2Path}/cgroup.controllers`, 'utf8').trim()
+      v2Controllers = readFileSync(`${mounts.v2}/cgroup.controllers`, 'utf8').trim()
     } catch {
       /* unreadable controllers file: still mounted */
     }
   }
-  // cgroup.freeze exists in every non-root v2 cgroup (Linux >= 5.2); look at our own.
-  let v2Freezer = false
-  if (v2Path) {
-    try {
-      const own = /^0::(.*)$/m.exec(readFileSync(`${procRoot}/self/cgroup`, 'utf8'))?.[1]
-      if (own && own !== '/') v2Freezer = existsSync(`${v2Path}${own}/cgroup.freeze`)
-    } catch {
-      /* leave false */
-    }
-  }
   return {
-    'cgroup:v1': v1.length > 0 ? yes(`v1 controllers: ${[...v1Controllers].sort().join(', ')}`) : no('no cgroup v1 hierarchy is mounted'),
-    'cgroup:v2': v2Path ? yes(`cgroup2 at ${v2Path}${v2Controllers ? ` (controllers: ${v2Controllers})` : ' (no controllers enabled)'}`) : no('no cgroup2 filesystem is mounted'),
-    'cgroup:freezer': v1Controllers.has('freezer')
+    'cgroup:v1': mounts.v1.size > 0 ? yes(`v1 controllers: ${v1Controllers.join(', ')}`) : no('no cgroup v1 hierarchy is mounted'),
+    'cgroup:v2': mounts.v2 ? yes(`cgroup2 at ${mounts.v2}${v2Controllers ? ` (controllers: ${v2Controllers})` : ' (no controllers enabled)'}`) : no('no cgroup2 filesystem is mounted'),
+    'cgroup:freezer': mounts.v1.has('freezer')
       ? yes('v1 freezer controller is mounted')
-      : v2Freezer
-        ? yes('cgroup v2 freezer (cgroup.freeze)')
+      : mounts.v2
+        ? yes('cgroup v2 freezer (cgroup.freeze, Linux >= 5.2)')
         : no('neither a v1 freezer hierarchy nor cgroup v2 is mounted'),
   }
 }

@@ -6,7 +6,7 @@ import type { Capabilities, FeatureMap } from '../../protocol/capabilities.js'
 import { formatDuration, parseDuration } from '../../protocol/duration.js'
 import { FaultlineError, isFaultlineError } from '../../protocol/errors.js'
 import type { CreateInjectionBody, Injection, InjectionStatus } from '../../protocol/injection.js'
-import { describeTarget, targetKey } from '../../protocol/target.js'
+import { describeTarget, targetKey, type ResolvedTarget } from '../../protocol/target.js'
 import { getFaultKind } from '../faults/registry.js'
 import type { ControlChannel, FaultKind, HostPaths, PlanBase } from '../faults/types.js'
 import type { Journal, JournalRow, NewJournalRow } from '../journal/journal.js'
@@ -144,6 +144,10 @@ export class Injector {
         { matched: targets.length, maxTargets },
       )
     }
+    // An exclusive kind already on a target is a conflict (409), whatever state that fault has
+    // put the target in; checked again right before the journal insert.
+    if (kind.exclusive) for (const target of targets) this.#checkExclusive(kind.kind, target)
+
     const requestId = body.id ?? newId()
     const ids = targets.length === 1 ? [requestId] : targets.map((_, i) => `${requestId}-${i + 1}`)
     const gatherCtx = {
@@ -196,16 +200,7 @@ export class Injector {
       if (clash) {
         throw new FaultlineError('FAULTLINE_ERR_ID_CONFLICT', `injection id "${r.id}" already belongs to request "${clash.requestId}"; choose another id`)
       }
-      if (kind.exclusive) {
-        const busy = this.#journal.openOnTarget(kind.kind, r.targetKey)
-        if (busy.length > 0) {
-          throw new FaultlineError(
-            'FAULTLINE_ERR_TARGET_BUSY',
-            `${describeTarget(r.resolved)} already has ${kind.kind} injection "${busy[0]!.id}"; recover it first`,
-            { injectionIds: busy.map((b) => b.id) },
-          )
-        }
-      }
+      if (kind.exclusive) this.#checkExclusive(kind.kind, r.resolved)
     }
     const wanted = new Map<string, string>()
     for (const r of rows) {
@@ -319,6 +314,17 @@ export class Injector {
       )
     }
     return durationMs
+  }
+
+  #checkExclusive(kind: string, target: ResolvedTarget): void {
+    const busy = this.#journal.openOnTarget(kind, targetKey(target))
+    if (busy.length > 0) {
+      throw new FaultlineError(
+        'FAULTLINE_ERR_TARGET_BUSY',
+        `${describeTarget(target)} already has ${kind} injection "${busy[0]!.id}"; recover it first`,
+        { injectionIds: busy.map((b) => b.id) },
+      )
+    }
   }
 
   /** The injections of an earlier request with this id, if it was identical; 409 if it differed. */

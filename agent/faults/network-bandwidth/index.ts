@@ -95,7 +95,7 @@ export const networkBandwidth = defineFault({
   }),
   stateSchema: Type.Object({ ...Tools, owned: Type.Array(ResourceSchema) }),
   recoverable: true,
-  targets: ['host', 'netns'],
+  targets: ['host', 'netns', 'container'],
   requires: ['tool:tc', 'tool:ip', 'qdisc:tbf'],
   exclusive: false,
 

@@ -348,7 +348,7 @@ export const networkDelay = defineFault({
   planSchema: PlanSchema,
   stateSchema: StateSchema,
   recoverable: true,
-  targets: ['host', 'netns'],
+  targets: ['host', 'netns', 'container'],
   requires: [],
   unavailableReason(features) {
     const netem = netemUnusable(features, { protectControlChannel: false })

@@ -140,7 +140,13 @@ function nameservers(path: string): string[] {
  * (/run/systemd/resolve/resolv.conf); any other loopback forwarder is refused (see loopWarning).
  */
 export function upstreamFromResolvConf(target: ResolvedTarget): { upstream: string; source: string } {
-  const candidates = target.type === 'netns' ? [`/etc/netns/${target.name}/resolv.conf`, '/etc/resolv.conf'] : ['/etc/resolv.conf']
+  // A container's resolv.conf is in its own filesystem, seen through its init's root.
+  const candidates =
+    target.type === 'netns'
+      ? [`/etc/netns/${target.name}/resolv.conf`, '/etc/resolv.conf']
+      : target.type === 'container'
+        ? [`/proc/${target.initPid}/root/etc/resolv.conf`]
+        : ['/etc/resolv.conf']
   const source = candidates.find((path) => existsSync(path)) ?? '/etc/resolv.conf'
   const first = nameservers(source)[0]
   if (!first) throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${source} names no nameserver to forward uncovered names to; give upstream in the spec`)
@@ -229,7 +235,7 @@ export const networkDns = defineFault({
   }),
   stateSchema: Type.Object({ ...UndoFields, resolver: Type.Optional(ProcessRefSchema) }),
   recoverable: true,
-  targets: ['host', 'netns'],
+  targets: ['host', 'netns', 'container'],
   requires: ['tool:nft', 'nft:tables', 'nft:redirect'],
   exclusive: false,
 

@@ -73,7 +73,7 @@ export const networkLoss = defineFault({
   }),
   stateSchema: Type.Object(MechanismFields),
   recoverable: true,
-  targets: ['host', 'netns'],
+  targets: ['host', 'netns', 'container'],
   requires: [],
   unavailableReason(features) {
     if (features['tool:nft']?.available && features['nft:numgen']?.available) return undefined

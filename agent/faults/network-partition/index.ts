@@ -28,7 +28,7 @@ export const networkPartition = defineFault({
   planSchema: Type.Object({ ...TableFields, script: Type.String(), steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(TableFields),
   recoverable: true,
-  targets: ['host', 'netns'],
+  targets: ['host', 'netns', 'container'],
   requires: ['tool:nft', 'nft:tables'],
   exclusive: false,
 

@@ -7,10 +7,13 @@ import { ExactProcessFields, describeProcess, requireProcess, signalAtApply } fr
 export const killSignals = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT', 'ABRT', 'USR1', 'USR2', 'ALRM', 'SEGV', 'BUS', 'PIPE'] as const
 const SignalSchema = Type.Enum(killSignals, { description: 'Signal name without the SIG prefix (default KILL)' })
 
-/** Sends a signal once. A killed process cannot be brought back: recovery only records that. */
+/**
+ * Sends a signal once, to a process or to a container's init. A killed process cannot be brought
+ * back: recovery only records that.
+ */
 export const processKill = defineFault({
   kind: 'process-kill',
-  summary: 'Send a signal (default KILL) to a process; not recoverable',
+  summary: "Send a signal (default KILL) to a process or a container's init; not recoverable",
   specSchema: Type.Object(
     { kind: Type.Literal('process-kill'), signal: Type.Optional(SignalSchema) },
     { additionalProperties: false, title: 'process-kill' },
@@ -18,13 +21,16 @@ export const processKill = defineFault({
   planSchema: Type.Object({ ...ExactProcessFields, signal: SignalSchema, steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object({ ...ExactProcessFields, signal: SignalSchema, delivered: Type.Boolean() }),
   recoverable: false,
-  targets: ['process'],
+  targets: ['process', 'container'],
   requires: ['signals'],
   exclusive: false,
 
   plan(spec, target) {
-    const p = requireProcess(target, 'process-kill')
-    const exact = { pid: p.pid, startTime: p.startTime, comm: p.comm }
+    // A container is signalled through its init (its pid 1): ending it ends the container.
+    const exact =
+      target.type === 'container'
+        ? { pid: target.initPid, startTime: target.initStartTime, comm: `init of container ${target.name ?? target.id.slice(0, 12)}` }
+        : (({ pid, startTime, comm }) => ({ pid, startTime, comm }))(requireProcess(target, 'process-kill'))
     const signal = spec.signal ?? 'KILL'
     return {
       ...exact,

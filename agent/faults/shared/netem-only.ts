@@ -39,7 +39,7 @@ export function netemOnlyKind<Kind extends string, Extra extends TProperties>(de
     planSchema: Type.Object({ ...NetemPlanFields, steps: Type.Array(PlanStepSchema), claims: Type.Array(Type.String()) }),
     stateSchema: Type.Object({ netns: NetemPlanFields.netns, tcRecover: NetemPlanFields.tcRecover }),
     recoverable: true,
-    targets: ['host', 'netns'],
+    targets: ['host', 'netns', 'container'],
     requires: ['tool:tc', 'qdisc:netem'],
     exclusive: false,
 

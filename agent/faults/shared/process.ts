@@ -13,7 +13,7 @@ export const ExactProcessFields = {
 
 export function requireProcess(target: ResolvedTarget, kind: string): ResolvedProcess {
   if (target.type !== 'process') {
-    throw new FaultlineError('FAULTLINE_ERR_TARGET_UNSUPPORTED', `${kind} acts on processes, not on a ${target.type}`)
+    throw new FaultlineError('FAULTLINE_ERR_TARGET_UNSUPPORTED', `${kind} acts on processes and containers, not on a ${target.type}`)
   }
   return target
 }

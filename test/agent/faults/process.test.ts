@@ -22,7 +22,7 @@ t.test('plans are pure and say exactly what will happen', async (t) => {
   t.match(stop, { pid: 4242, startTime: 777 })
   t.same(stop.steps.map((s) => [s.phase, s.action]), [['apply', 'pidfd_send_signal'], ['recover', 'pidfd_send_signal']])
   t.match(stop.steps[0]!.detail, 'SIGSTOP to pid 4242 (sleep, start time 777)')
-  t.same(processStop.undoFromPlan(stop), { pid: 4242, startTime: 777, comm: 'sleep' }, 'undo state derivable from the plan alone')
+  t.same(processStop.undoFromPlan(stop), { mechanism: 'signal', pid: 4242, startTime: 777, comm: 'sleep' }, 'undo state derivable from the plan alone')
 
   const kill = processKill.plan({ kind: 'process-kill' }, target, ctx)
   t.equal(kill.signal, 'KILL', 'default signal')
@@ -37,7 +37,7 @@ t.test('plans refuse targets they cannot act on', async (t) => {
 })
 
 t.test('recovery of a process that is gone counts as recovered', async (t) => {
-  const outcome = await processStop.recover({ pid: 4_194_000, startTime: 1, comm: 'gone' }, { paths: { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' }, log: (await import('pino')).pino({ level: 'silent' }) })
+  const outcome = await processStop.recover({ mechanism: 'signal', pid: 4_194_000, startTime: 1, comm: 'gone' }, { paths: { procRoot: '/proc', netnsDir: '/var/run/netns', containerdTaskDir: '/run/containerd/io.containerd.runtime.v2.task' }, log: (await import('pino')).pino({ level: 'silent' }) })
   t.match(outcome.note, /has exited; nothing to resume/)
 })
 

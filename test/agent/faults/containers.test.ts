@@ -1,0 +1,182 @@
+// Faults on real containers (dockerd, started by scripts/test-runtimes.sh; CI starts it):
+// process-stop through the cgroup freezer, network-loss into a container's own namespace, and
+// stale containers (removed, or restarted with a new namespace). Needs root.
+import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import t from 'tap'
+import type { Injection } from '../../../protocol/injection.js'
+import { http, sleep, startAgentProcess, testAgent, tmpDir, waitFor, type TestLike } from '../../helpers.js'
+import { background, netnsPair, tool, type TestNs } from '../../net.js'
+
+t.setTimeout(300_000)
+const IMAGE = 'localhost/faultline-test/busybox:latest'
+const dockerUp = process.getuid?.() === 0 && existsSync('/run/docker.sock') && spawnSync('docker', ['image', 'inspect', IMAGE]).status === 0
+const opts = { skip: dockerUp ? false : 'needs root and dockerd with the test image (scripts/test-runtimes.sh start)' }
+
+interface Container {
+  id: string
+  name: string
+  pid: number
+}
+
+/** A docker container ticking a counter into /tick every 100 ms; removed at teardown. */
+function ticker(t: TestLike, name: string): Container {
+  const full = `fl-test-${name}-${process.pid}`
+  execFileSync('docker', [
+    'run', '-d', '--name', full, '--network', 'none', '--label', 'faultline-test=1', '--label', `fl-case=${name}`,
+    IMAGE, 'sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tick; sleep 0.1; done',
+  ])
+  t.teardown(() => spawnSync('docker', ['rm', '-f', full]))
+  return inspect(full)
+}
+
+function inspect(name: string): Container {
+  const [id, pid] = execFileSync('docker', ['inspect', '-f', '{{.Id}} {{.State.Pid}}', name], { encoding: 'utf8' }).trim().split(' ')
+  return { id: id!, name, pid: Number(pid) }
+}
+
+const tick = (c: Container) => Number(readFileSync(`/proc/${c.pid}/root/tick`, 'utf8').trim())
+
+/** Whether the counter advances within `withinMs` (it ticks every 100 ms when running). */
+async function isTicking(c: Container, withinMs = 3000): Promise<boolean> {
+  const first = tick(c)
+  const deadline = Date.now() + withinMs
+  while (Date.now() < deadline) {
+    await sleep(100)
+    if (tick(c) > first) return true
+  }
+  return false
+}
+
+t.test('process-stop freezes every process of a container; recovery thaws it', opts, async (t) => {
+  const app = await testAgent(t)
+  const c = ticker(t, 'freeze')
+  await waitFor('the ticker', () => existsSync(`/proc/${c.pid}/root/tick`))
+  t.ok(await isTicking(c), 'ticking before')
+  const res = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'process-stop' }, target: { type: 'container', name: c.name }, duration: '60s' } })
+  t.equal(res.statusCode, 201, res.body)
+  const inj = res.json<Injection>()
+  t.match(inj.resolved, { type: 'container', id: c.id, runtime: 'docker', name: c.name, initPid: c.pid })
+  t.match(inj.plan, { mechanism: 'freezer' })
+  t.notOk(await isTicking(c, 1000), 'not one tick while frozen')
+  const again = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'process-stop' }, target: { type: 'container', id: c.id.slice(0, 12) }, duration: '60s' } })
+  t.equal(again.statusCode, 409, 'a frozen container is not frozen twice')
+  await app.inject({ method: 'DELETE', url: `/v1/injections/${inj.id}` })
+  t.ok(await isTicking(c), 'ticking again after recovery')
+})
+
+t.test('a container frozen by someone else (docker pause) is refused', opts, async (t) => {
+  const app = await testAgent(t)
+  const c = ticker(t, 'paused')
+  execFileSync('docker', ['pause', c.name])
+  t.teardown(() => spawnSync('docker', ['unpause', c.name]))
+  const res = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'process-stop' }, target: { type: 'container', name: c.name }, duration: '60s' } })
+  t.equal(res.statusCode, 422)
+  t.equal(res.json<{ code: string }>().code, 'FAULTLINE_ERR_TARGET_STATE')
+})
+
+t.test('kill -9 of the agent while a container is frozen; the restart thaws it', opts, async (t) => {
+  const stateDir = tmpDir(t)
+  const c = ticker(t, 'crash')
+  await waitFor('the ticker', () => existsSync(`/proc/${c.pid}/root/tick`))
+  const agent = await startAgentProcess(t, stateDir)
+  const res = await http<Injection>(`${agent.url}/v1/injections`, {
+    method: 'POST',
+    body: { fault: { kind: 'process-stop' }, target: { type: 'container', labels: { 'fl-case': 'crash' } }, duration: '10m' },
+  })
+  t.equal(res.status, 201, JSON.stringify(res.body))
+  t.notOk(await isTicking(c, 1000), 'frozen')
+  agent.child.kill('SIGKILL')
+  await agent.exited
+  t.notOk(await isTicking(c, 1000), 'still frozen while the agent is dead')
+  const restarted = await startAgentProcess(t, stateDir)
+  t.ok(await isTicking(c), 'thawed by the time the restarted agent answers')
+  t.equal((await http<Injection>(`${restarted.url}/v1/injections/${res.body.id}`)).body.status, 'recovered')
+})
+
+t.test('process-kill on a container signals its init', opts, async (t) => {
+  const app = await testAgent(t)
+  const c = ticker(t, 'kill')
+  const res = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'process-kill' }, target: { type: 'container', id: c.id.slice(0, 10) }, duration: '5s' } })
+  t.equal(res.statusCode, 201, res.body)
+  await waitFor('the container to stop', () => execFileSync('docker', ['inspect', '-f', '{{.State.Running}}', c.name], { encoding: 'utf8' }).trim() === 'false', 10_000)
+  t.pass('the container stopped')
+})
+
+/** Joins a container's namespace to a test namespace with a veth pair, addressed 10.200.7.0/24. */
+function wire(t: TestLike, c: Container, peer: TestNs): { ip: string } {
+  const tag = (process.pid % 100000).toString(36) + Math.floor(Math.random() * 1e4).toString(36)
+  const inside = `flc${tag}i`.slice(0, 15)
+  const outside = `flc${tag}o`.slice(0, 15)
+  execFileSync('ip', ['link', 'add', outside, 'netns', peer.name, 'type', 'veth', 'peer', 'name', inside])
+  execFileSync('ip', ['link', 'set', inside, 'netns', String(c.pid)])
+  const inC = (...argv: string[]) => execFileSync('nsenter', [`--net=/proc/${c.pid}/ns/net`, '--', ...argv])
+  inC('ip', 'addr', 'add', '10.200.7.2/24', 'dev', inside)
+  inC('ip', 'link', 'set', inside, 'up')
+  inC('ip', 'link', 'set', 'lo', 'up')
+  execFileSync('ip', ['-n', peer.name, 'addr', 'add', '10.200.7.1/24', 'dev', outside])
+  execFileSync('ip', ['-n', peer.name, 'link', 'set', outside, 'up'])
+  t.teardown(() => spawnSync('ip', ['-n', peer.name, 'link', 'del', outside]))
+  return { ip: '10.200.7.2' }
+}
+
+/** The container's network namespace as a TestNs, so the traffic tools run in it. */
+const containerNs = (c: Container): TestNs => ({ name: c.name, path: `/proc/${c.pid}/ns/net`, ip: '10.200.7.2', dev: '' })
+
+function containerSnapshot(c: Container): string {
+  const inC = (...argv: string[]) => execFileSync('nsenter', [`--net=/proc/${c.pid}/ns/net`, '--', ...argv], { encoding: 'utf8' })
+  return [inC('nft', 'list', 'ruleset'), inC('tc', 'qdisc', 'show'), inC('ip', '-o', 'link', 'show'), inC('iptables-legacy', '-t', 'mangle', '-S')].join('\n')
+}
+
+t.test("network-loss into a container's own namespace, measured; recovery leaves it as before", opts, async (t) => {
+  const app = await testAgent(t)
+  const c = ticker(t, 'loss')
+  const { b } = netnsPair(t)
+  wire(t, c, b)
+  const cns = containerNs(c)
+  const before = containerSnapshot(c)
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/injections',
+    payload: { fault: { kind: 'network-loss', percent: 30, direction: 'egress', protocol: 'udp', ports: [9100] }, target: { type: 'container', name: c.name }, duration: '5m' },
+  })
+  t.equal(res.statusCode, 201, res.body)
+  const sink = await background(t, { ...b, ip: '10.200.7.1' }, 'udp-sink', 9100, 1500)
+  await tool(cns, 'udp-blast', '10.200.7.1', 9100, 3000, 150)
+  const { received } = (await sink.result) as { received: number }
+  const loss = 1 - received / 3000
+  t.comment(`requested 30 %, measured ${(loss * 100).toFixed(2)} % out of the container`)
+  t.ok(loss >= 0.26 && loss <= 0.34)
+  await app.inject({ method: 'DELETE', url: `/v1/injections/${res.json<Injection>().id}` })
+  t.equal(containerSnapshot(c), before, "the container's namespace reads as before")
+})
+
+t.test('a container removed during an injection: recovery succeeds with a note', opts, async (t) => {
+  const app = await testAgent(t)
+  const frozen = ticker(t, 'gone-freeze')
+  const netted = ticker(t, 'gone-net')
+  const stop = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'process-stop' }, target: { type: 'container', name: frozen.name }, duration: '5m' } })
+  const part = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'network-partition' }, target: { type: 'container', name: netted.name }, duration: '5m' } })
+  t.equal(stop.statusCode, 201, stop.body)
+  t.equal(part.statusCode, 201, part.body)
+  execFileSync('docker', ['rm', '-f', frozen.name, netted.name])
+  const recovered = (await app.inject({ method: 'DELETE', url: '/v1/injections' })).json<{ injections: Injection[]; failed: unknown[] }>()
+  t.same(recovered.failed, [])
+  t.ok(recovered.injections.every((i) => i.status === 'recovered'))
+  t.match(recovered.injections.map((i) => i.notes.join(' ')).join('\n'), /gone/)
+})
+
+t.test('a container restarted with a new namespace: its injection is recovered with a note, never re-applied', opts, async (t) => {
+  const app = await testAgent(t)
+  const c = ticker(t, 'restart')
+  const res = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'network-partition' }, target: { type: 'container', name: c.name }, duration: '5m' } })
+  t.equal(res.statusCode, 201, res.body)
+  execFileSync('docker', ['restart', '-t', '0', c.name])
+  const after = inspect(c.name)
+  t.not(after.pid, c.pid, 'a new init')
+  const rec = (await app.inject({ method: 'DELETE', url: `/v1/injections/${res.json<Injection>().id}` })).json<Injection>()
+  t.equal(rec.status, 'recovered')
+  t.match(rec.notes.join('\n'), /gone|different namespace/)
+  const ruleset = execFileSync('nsenter', [`--net=/proc/${after.pid}/ns/net`, '--', 'nft', 'list', 'ruleset'], { encoding: 'utf8' })
+  t.notMatch(ruleset, /faultline_/, 'nothing was applied to the new namespace')
+})
