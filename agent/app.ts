@@ -10,6 +10,7 @@ import { CapabilityStore } from './capabilities/store.js'
 import type { HostPaths } from './faults/types.js'
 import { Journal } from './journal/journal.js'
 import { Injector } from './lifecycle/injector.js'
+import { AgentLink, type AgentLinkOptions } from './link/link.js'
 import { createMetrics } from './metrics.js'
 import { authPlugin, type AuthOptions } from './plugins/auth.js'
 import { errorsPlugin } from './plugins/errors.js'
@@ -17,6 +18,7 @@ import { capabilitiesRoutes } from './routes/capabilities.js'
 import { healthRoutes } from './routes/health.js'
 import { injectionRoutes } from './routes/injections.js'
 import { targetRoutes } from './routes/targets.js'
+import { discoverTargets } from './targets/registry.js'
 import { AGENT_VERSION } from './version.js'
 
 export interface TlsFiles {
@@ -43,11 +45,18 @@ export interface AgentOptions {
   apiPort?: number
   /** TCP ports network faults never cut unless a spec opts out (default [22], SSH). */
   protectTcpPorts?: number[]
+  /**
+   * The link to a Faultline server (agent/link). Built here, before the journal is reconciled,
+   * so recoveries at start are reported; main.ts starts it (it dials out) once the API listens.
+   */
+  link?: Pick<AgentLinkOptions, 'server' | 'enrolToken' | 'name' | 'labels' | 'ca' | 'backoff'>
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
     injector: Injector
+    /** Present when the agent was given a server (--server). */
+    link: AgentLink | undefined
   }
 }
 
@@ -73,6 +82,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   const metrics = createMetrics(() => journal.countOpenByKind())
   const injector = new Injector({
     journal,
+    stateDir: opts.stateDir,
     log: log.child({ component: 'injector' }),
     paths,
     targets,
@@ -86,6 +96,20 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     },
     ...(opts.minDurationMs !== undefined ? { minDurationMs: opts.minDurationMs } : {}),
   })
+
+  const link = opts.link
+    ? new AgentLink({
+        ...opts.link,
+        stateDir: opts.stateDir,
+        hostname: targets.hostname,
+        version: AGENT_VERSION,
+        injector,
+        capabilities: () => capabilities.get(),
+        // Containers and named netns: processes change too fast to be worth sending.
+        discoverTargets: async () => (await Promise.all((['container', 'netns'] as const).map((type) => discoverTargets(type, targets).catch(() => [])))).flat(),
+        log: log.child({ component: 'link' }),
+      })
+    : undefined
 
   try {
     await injector.reconcile()
@@ -122,8 +146,11 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.decorate('injector', injector)
+  app.decorate('link', link)
   app.addHook('onClose', async () => {
+    // Recover first, with the link still up, so the server hears about it; then hang up.
     await injector.close()
+    await link?.stop()
     journal.close()
   })
 

@@ -13,6 +13,15 @@ export interface AgentConfig {
   tlsKey?: string
   tlsCa?: string
   logLevel: string
+  /** The Faultline server to dial out to (wss://HOST:7071); without it the agent runs alone. */
+  server?: string
+  enrolTokenFile?: string
+  /** "role=db,zone=a": how experiments select this host. */
+  labels?: string
+  /** CA that signed the server's certificate. */
+  serverCa?: string
+  /** The id to enrol under (default: the hostname). */
+  name?: string
 }
 
 export interface ListenAddress {
@@ -111,4 +120,49 @@ export function readConfigFile(path: string): Record<string, string> {
     out[camel] = String(value)
   }
   return out
+}
+
+/** "role=db,zone=a" -> { role: 'db', zone: 'a' }; keys and values as the link protocol allows. */
+export function parseLabels(text: string | undefined): Record<string, string> {
+  const labels: Record<string, string> = {}
+  if (!text) return labels
+  for (const pair of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = pair.indexOf('=')
+    const key = eq === -1 ? '' : pair.slice(0, eq).trim()
+    const value = eq === -1 ? '' : pair.slice(eq + 1).trim()
+    if (!/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/.test(key) || value.length > 63) {
+      throw new ConfigError(`--labels: "${pair}" is not key=value (keys: letters, digits, ".", "_", "-", "/", at most 63 characters; values at most 63)`)
+    }
+    labels[key] = value
+  }
+  if (Object.keys(labels).length > 64) throw new ConfigError('--labels: at most 64 labels')
+  return labels
+}
+
+/**
+ * The link to the server is encrypted unless the server is on this host: wss://, or ws:// to
+ * a loopback address.
+ */
+export function checkServerUrl(config: AgentConfig): void {
+  if (!config.server) {
+    for (const [flag, value] of [['--enrol-token-file', config.enrolTokenFile], ['--server-ca', config.serverCa], ['--labels', config.labels]] as const) {
+      if (value) throw new ConfigError(`${flag} needs --server`)
+    }
+    return
+  }
+  let url: URL
+  try {
+    // https:// is read as wss:// (and http:// as ws://): the same FAULTLINE_SERVER serves the CLI.
+    url = new URL(config.server.replace(/^http(s?):/i, 'ws$1:'))
+  } catch {
+    throw new ConfigError(`--server ${JSON.stringify(config.server)} is not a URL; use wss://HOST:7071`)
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  if (url.protocol === 'ws:' && !isLoopback(host)) {
+    throw new ConfigError(`--server ${config.server} is not encrypted; use wss:// (ws:// is accepted only for a server on this host)`)
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new ConfigError(`--server ${config.server} must be a wss:// URL, e.g. wss://faultline.example:7071`)
+  if (config.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(config.name)) {
+    throw new ConfigError(`--name ${JSON.stringify(config.name)}: letters, digits, ".", "_" and "-", at most 63 characters`)
+  }
 }

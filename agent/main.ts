@@ -1,11 +1,14 @@
 import closeWithGrace from 'close-with-grace'
 import pino, { type Logger } from 'pino'
 import { buildAgent } from './app.js'
+import { hostname } from 'node:os'
 import {
   type AgentConfig,
   checkExposure,
   checkMaxDuration,
+  checkServerUrl,
   checkTlsPair,
+  parseLabels,
   parseListen,
   readFileOrFail,
   readSecretFile,
@@ -30,6 +33,16 @@ export async function startAgent(config: AgentConfig): Promise<void> {
   checkTlsPair(config)
   checkExposure(config, listen)
   const maxDurationMs = checkMaxDuration(config.maxDuration)
+  checkServerUrl(config)
+  const link = config.server
+    ? {
+        server: config.server,
+        name: config.name ?? hostname(),
+        labels: parseLabels(config.labels),
+        ...(config.enrolTokenFile ? { enrolToken: readSecretFile(config.enrolTokenFile, 'enrolment token file') } : {}),
+        ...(config.serverCa ? { ca: readFileOrFail(config.serverCa, 'server CA') } : {}),
+      }
+    : undefined
   const token = config.tokenFile ? readSecretFile(config.tokenFile, 'token file') : undefined
   const tls =
     config.tlsCert && config.tlsKey
@@ -48,6 +61,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     logger: log,
     ...(token ? { token } : {}),
     ...(tls ? { tls } : {}),
+    ...(link ? { link } : {}),
   })
 
   // Recovering every injection can take a while (nft pays per table already in a namespace);
@@ -62,5 +76,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
   // Network faults on the agent's own namespace never cut its API (see docs/faults.md).
   const bound = app.server.address()
   if (bound && typeof bound === 'object') app.injector.control.apiPort = bound.port
-  log.info({ url, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)' }, 'faultline agent ready')
+  log.info({ url, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)', server: app.link?.url }, 'faultline agent ready')
+  // Dial out only once the API answers: the agent works (locally) whether or not a server is there.
+  app.link?.start()
 }

@@ -1,16 +1,21 @@
 import { parseArgs } from 'node:util'
+import { formatDiscoveryResult, runDiscoveryBench, type DiscoveryBenchResult } from './discovery.js'
 import { formatInjectResult, runInjectBench, type InjectBenchResult } from './inject.js'
 import { formatNetworkResult, runNetworkBench, type NetworkBenchResult } from './network.js'
+import { formatStressResult, runStressBench, type StressBenchResult } from './stress.js'
+import { formatTimeskewResult, runTimeskewBench, type TimeskewBenchResult } from './timeskew.js'
 
 /**
- * `npm run bench [-- --only inject|network] [-- --rounds N] [-- --warmup N] [-- --json]`: runs
- * every benchmark in bench/ (or the one named by --only) and prints a table per benchmark, or
- * one JSON object keyed by benchmark with --json. --rounds and --warmup override each
- * benchmark's defaults (inject: 200 and 20; network: 40 and 5 per level). Progress goes to
- * stderr. Needs root: the benchmarks stop and resume real processes and create a network
- * namespace.
+ * `npm run bench [-- --only inject|network|discovery|stress|timeskew] [-- --rounds N] [-- --warmup N] [-- --json]`:
+ * runs every benchmark in bench/ (or the one named by --only) and prints a table per benchmark,
+ * or one JSON object keyed by benchmark with --json. --rounds and --warmup override each
+ * benchmark's defaults (inject: 200 and 20; network: 40 and 5 per level; discovery: 30 and 3;
+ * stress: 3 rounds per level and method, no warm-up; timeskew: 200 and 20).
+ * Progress goes to stderr. Needs root: the benchmarks stop and resume real processes, create a
+ * network namespace and run containers (discovery: start the runtimes first with
+ * scripts/test-runtimes.sh start).
  */
-const benchmarks = ['inject', 'network'] as const
+const benchmarks = ['inject', 'network', 'discovery', 'stress', 'timeskew'] as const
 type Benchmark = (typeof benchmarks)[number]
 
 function usage(message: string): never {
@@ -48,15 +53,24 @@ if (values.only !== undefined && !(benchmarks as readonly string[]).includes(val
 const selected: readonly Benchmark[] = values.only === undefined ? benchmarks : [values.only as Benchmark]
 
 const opts = { ...(rounds !== undefined ? { rounds } : {}), ...(warmupRounds !== undefined ? { warmupRounds } : {}) }
-const results: { inject?: InjectBenchResult; network?: NetworkBenchResult } = {}
+const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult } = {}
 const tables: string[] = []
 for (const name of selected) {
   if (name === 'inject') {
     results.inject = await runInjectBench(opts)
     tables.push(formatInjectResult(results.inject))
-  } else {
+  } else if (name === 'network') {
     results.network = await runNetworkBench(opts)
     tables.push(formatNetworkResult(results.network))
+  } else if (name === 'discovery') {
+    results.discovery = await runDiscoveryBench(opts)
+    tables.push(formatDiscoveryResult(results.discovery))
+  } else if (name === 'timeskew') {
+    results.timeskew = await runTimeskewBench(opts)
+    tables.push(formatTimeskewResult(results.timeskew))
+  } else {
+    results.stress = await runStressBench(opts)
+    tables.push(formatStressResult(results.stress))
   }
 }
 

@@ -9,6 +9,14 @@ export interface ClientOptions {
   tlsCert?: string
   tlsKey?: string
   timeoutMs?: number
+  /** What is at `url`, for messages: the agent (default) or the server. */
+  peer?: 'agent' | 'server'
+}
+
+/** A body sent as it is, with its own content type (e.g. an experiment in YAML). */
+export interface RawBody {
+  raw: string
+  contentType: string
 }
 
 /** An error answer from the agent, with its code, or a transport failure. */
@@ -27,11 +35,13 @@ export class AgentClient {
   readonly #token: string | undefined
   readonly #dispatcher: Dispatcher | undefined
   readonly #timeoutMs: number
+  readonly #peer: 'agent' | 'server'
 
   constructor(opts: ClientOptions) {
     this.url = opts.url.replace(/\/+$/, '')
     this.#token = opts.tokenFile ? readFileSync(opts.tokenFile, 'utf8').trim() : undefined
     this.#timeoutMs = opts.timeoutMs ?? 30_000
+    this.#peer = opts.peer ?? 'agent'
     if (opts.tlsCa || opts.tlsCert) {
       this.#dispatcher = new Agent({
         connect: {
@@ -46,13 +56,14 @@ export class AgentClient {
   async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; body: T }> {
     const headers: Record<string, string> = { accept: 'application/json' }
     if (this.#token) headers.authorization = `Bearer ${this.#token}`
-    if (body !== undefined) headers['content-type'] = 'application/json'
+    const raw = isRaw(body) ? body : undefined
+    if (body !== undefined) headers['content-type'] = raw ? raw.contentType : 'application/json'
     let res: Dispatcher.ResponseData
     try {
       res = await request(this.url + path, {
         method,
         headers,
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(body !== undefined ? { body: raw ? raw.raw : JSON.stringify(body) } : {}),
         ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
         headersTimeout: this.#timeoutMs,
         bodyTimeout: this.#timeoutMs,
@@ -60,6 +71,9 @@ export class AgentClient {
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }
       const code = e.code ?? e.cause?.code ?? e.message
+      if (this.#peer === 'server') {
+        throw new AgentError('FAULTLINE_ERR_SERVER_UNREACHABLE', `cannot reach the server at ${this.url} (${code}); is it running? Point --server (or FAULTLINE_SERVER) at it`)
+      }
       throw new AgentError(
         'FAULTLINE_ERR_AGENT_UNREACHABLE',
         `cannot reach the agent at ${this.url} (${code}); is it running? Start it with "faultline agent", or point --agent at it`,
@@ -87,6 +101,10 @@ export class AgentClient {
   async close(): Promise<void> {
     await this.#dispatcher?.close()
   }
+}
+
+function isRaw(body: unknown): body is RawBody {
+  return typeof body === 'object' && body !== null && typeof (body as RawBody).raw === 'string' && typeof (body as RawBody).contentType === 'string'
 }
 
 export { isFaultlineError }

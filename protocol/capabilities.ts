@@ -36,6 +36,8 @@ export const featureNames = [
   'iptables:nfqueue',
   'iptables:redirect',
   'helper:netdelay',
+  'helper:timeskew',
+  'helper:stress',
   'cgroup:v1',
   'cgroup:v2',
   'cgroup:freezer',

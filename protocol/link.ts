@@ -37,7 +37,7 @@ export const GuardSchema = Type.Union(
         http: Type.Object(
           {
             url: Type.String({ pattern: '^https?://', maxLength: 2048 }),
-            expectStatus: Type.Optional(Type.Integer({ minimum: 100, maximum: 599, default: 200 })),
+            expectStatus: Type.Optional(Type.Integer({ minimum: 100, maximum: 599, description: 'Default 200' })),
             timeout: Type.Optional(DurationSchema),
           },
           strict,

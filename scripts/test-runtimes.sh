@@ -90,24 +90,58 @@ remove_test_containers() {
     for id in $(ctr -n "$CTR_NS" containers ls -q 2>/dev/null); do
       ctr -n "$CTR_NS" tasks kill -s KILL "$id" > /dev/null 2>&1 || true
       for _ in $(seq 1 20); do ctr -n "$CTR_NS" tasks rm "$id" > /dev/null 2>&1 && break; sleep 0.1; done
+      # A task whose cgroup is frozen never dies of SIGKILL; runc's forced delete thaws it first.
+      ctr -n "$CTR_NS" tasks rm -f "$id" > /dev/null 2>&1 || true
       ctr -n "$CTR_NS" containers rm "$id" > /dev/null 2>&1 || true
     done
   fi
 }
 
+# Test containers still there (asked while the daemons run), one line each.
+leftover_containers() {
+  if [ -S "$DOCKER_SOCK" ]; then docker ps -aq --filter label=faultline-test 2>/dev/null | sed 's/^/docker container /' || true; fi
+  if command -v podman > /dev/null; then podman ps -aq --filter label=faultline-test 2>/dev/null | sed 's/^/podman container /' || true; fi
+  if [ -S "$CONTAINERD_SOCK" ]; then ctr -n "$CTR_NS" containers ls -q 2>/dev/null | sed 's/^/containerd container /' || true; fi
+}
+
+shim_pids() { pgrep -f "containerd-shim-runc-v2 -namespace $CTR_NS " || true; }
+
+# Daemons, shims and mounts still there once everything was stopped, one line each.
+leftovers() {
+  local daemon
+  for daemon in podman dockerd containerd; do
+    if running "$daemon"; then echo "$daemon still running (pid $(cat "$STATE/$daemon.pid"))"; fi
+  done
+  shim_pids | sed 's/^/containerd shim of the test namespace, pid /'
+  # overlay and netns mounts of the daemons' own state
+  awk -v a="$STATE/" -v b=/run/faultline-test-docker/ -v c="/run/containerd/io.containerd.runtime.v2.task/$CTR_NS/" \
+    'index($2, a) == 1 || index($2, b) == 1 || index($2, c) == 1 { print "mount " $2 }' /proc/self/mounts
+}
+
 stop() {
   remove_test_containers
+  local containers_left
+  containers_left=$(leftover_containers)
   for daemon in podman dockerd containerd; do
     if running "$daemon"; then
       log "stopping $daemon"
       kill "$(cat "$STATE/$daemon.pid")" 2>/dev/null || true
       for _ in $(seq 1 100); do running "$daemon" || break; sleep 0.1; done
-      running "$daemon" && kill -9 "$(cat "$STATE/$daemon.pid")" 2>/dev/null || true
+      if running "$daemon"; then kill -9 "$(cat "$STATE/$daemon.pid")" 2>/dev/null || true; sleep 0.5; fi
     fi
-    rm -f "$STATE/$daemon.pid"
+    running "$daemon" || rm -f "$STATE/$daemon.pid"
   done
   # containerd-shims outlive containerd by design; the containers are gone, so are they soon
-  pkill -f "containerd-shim-runc-v2 -namespace $CTR_NS" 2>/dev/null || true
+  for _ in $(seq 1 30); do [ -n "$(shim_pids)" ] || break; sleep 0.1; done
+  for pid in $(shim_pids); do kill "$pid" 2>/dev/null || true; done
+  local left
+  left=$(printf '%s\n%s' "$containers_left" "$(leftovers)" | sed '/^$/d')
+  if [ -n "$left" ]; then
+    log "left behind:"
+    sed 's/^/  /' <<< "$left" >&2
+    return 1
+  fi
+  log "stopped: no test containers, daemons, shims or mounts left"
 }
 
 status() {

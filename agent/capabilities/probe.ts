@@ -4,6 +4,8 @@ import si from 'systeminformation'
 import type { Capabilities, Feature, FeatureMap, FeatureName, HostFacts } from '../../protocol/capabilities.js'
 import { faultKinds } from '../faults/registry.js'
 import { probeNetdelayHelper } from '../faults/network-delay/helper.js'
+import { probeTimeskewHelper } from '../faults/time-skew/helper.js'
+import { probeStressHelper } from '../faults/shared/stress.js'
 import { findProgram, run } from '../exec.js'
 import { pidfdSupported } from '../native/libc.js'
 import { readCgroupMounts } from '../targets/cgroupfs.js'
@@ -210,10 +212,12 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
   }
   const toolFeature = (name: keyof typeof tools, pkg: string): Feature =>
     tools[name] ? yes(tools[name]!) : no(`${name} is not installed (Debian package ${pkg})`)
-  const [tc, netfilter, netdelay] = await Promise.all([
+  const [tc, netfilter, netdelay, timeskew, stress] = await Promise.all([
     probeTc(tools.unshare, tools.tc),
     probeNetfilter(tools.unshare, tools.nft, tools.iptables, tools.ip),
     probeNetdelayHelper(tools.unshare),
+    probeTimeskewHelper(),
+    probeStressHelper(),
   ])
   const pidfd = pidfdSupported()
   const features: PartialFeatures = {
@@ -228,6 +232,8 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
     ...tc,
     ...netfilter,
     'helper:netdelay': netdelay,
+    'helper:timeskew': timeskew,
+    'helper:stress': stress,
     ...probeCgroups(opts.procRoot),
     ...probeFiles(opts.procRoot, opts.runtimeSockets),
   }

@@ -1,4 +1,10 @@
 import type { FaultKind } from './types.js'
+import { diskFill } from './disk-fill/index.js'
+import { fileAppend } from './file-append/index.js'
+import { fileChmod } from './file-chmod/index.js'
+import { fileCorrupt } from './file-corrupt/index.js'
+import { fileDelete } from './file-delete/index.js'
+import { fileReplace } from './file-replace/index.js'
 import { networkBandwidth } from './network-bandwidth/index.js'
 import { networkCorrupt } from './network-corrupt/index.js'
 import { networkDelay } from './network-delay/index.js'
@@ -10,6 +16,10 @@ import { networkReject } from './network-reject/index.js'
 import { networkReorder } from './network-reorder/index.js'
 import { processKill } from './process-kill/index.js'
 import { processStop } from './process-stop/index.js'
+import { stressCpu } from './stress-cpu/index.js'
+import { stressIo } from './stress-io/index.js'
+import { stressMemory } from './stress-memory/index.js'
+import { timeSkew } from './time-skew/index.js'
 
 /**
  * The only list of fault kinds. Routes, CLI flags, capability reports and the journal codec all
@@ -27,6 +37,16 @@ export const faultKinds = [
   networkDns,
   networkDelay,
   networkBandwidth,
+  stressCpu,
+  stressMemory,
+  stressIo,
+  timeSkew,
+  diskFill,
+  fileDelete,
+  fileChmod,
+  fileAppend,
+  fileReplace,
+  fileCorrupt,
 ] as const
 
 export type AnyFaultKind = (typeof faultKinds)[number]

@@ -29,6 +29,12 @@ export interface GatherContext {
   control: ControlChannel
   /** Plans of this kind's injections that may still be on the host (to allocate free resources). */
   openPlans(): unknown[]
+  /**
+   * The agent's state dir (journal, file backups under backups/<injection id>/). Disk and file
+   * faults refuse paths inside it and record their backup paths in the plan, so recovery needs
+   * nothing but the state. Optional only so unit tests of other kinds need not invent one.
+   */
+  stateDir?: string
 }
 
 export interface PlanContext<Facts = undefined> {

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { stringify as stableStringify } from 'safe-stable-stringify'
 import { Value } from 'typebox/value'
@@ -16,16 +17,33 @@ import type { TargetContext } from '../targets/types.js'
 import { DeadlineScheduler } from './deadlines.js'
 import { KeyedLock } from './keyed-lock.js'
 
-export type RecoverReason = 'api' | 'halt' | 'deadline' | 'shutdown' | 'restart' | 'rollback' | 'retry'
+export type RecoverReason = 'api' | 'halt' | 'deadline' | 'shutdown' | 'restart' | 'rollback' | 'retry' | 'lease' | 'guard' | 'abort'
 
 /** Who asked, for the journal and the logs (never used as a logger key). */
 export interface Origin {
   who: string
   address?: string
+  /** Set for injections the server asked for: the run they belong to. */
+  runId?: string
+  /** Bound to the server's lease: recovered by the agent itself when the lease lapses. */
+  lease?: boolean
+}
+
+/**
+ * Why an injection changed status: 'apply' while it is being applied (pending -> applying ->
+ * active, or failed), otherwise the RecoverReason of its recovery.
+ */
+export type UpdateReason = RecoverReason | 'apply'
+
+export interface InjectorEvents {
+  /** Every status change of a journaled injection, after the journal write. */
+  update: [injection: Injection, reason: UpdateReason, origin: Origin | null]
 }
 
 export interface InjectorOptions {
   journal: Journal
+  /** The agent's state dir: disk and file faults keep their backups under it (GatherContext.stateDir). */
+  stateDir: string
   log: Logger
   paths: HostPaths
   targets: TargetContext
@@ -72,6 +90,8 @@ export class Injector {
   /** claim -> id of the open injection holding it (see PlanBase.claims). */
   readonly #claims = new Map<string, string>()
   #closing = false
+  /** Status changes, for the server link (agent/link): listeners must not throw. */
+  readonly events = new EventEmitter<InjectorEvents>()
 
   constructor(opts: InjectorOptions) {
     this.#opts = opts
@@ -154,6 +174,7 @@ export class Injector {
       paths: this.#opts.paths,
       features,
       control: this.#opts.control,
+      stateDir: this.#opts.stateDir,
       openPlans: () => this.#journal.needingUndo().filter((r) => r.kind === kind.kind && r.status !== 'failed').map((r) => r.plan),
     }
     const planned = await Promise.all(
@@ -228,12 +249,14 @@ export class Injector {
         this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_SHUTTING_DOWN', message: 'not applied: the agent began shutting down' })
         this.#journal.markUndone(row.id)
         this.#releaseClaims(row.id)
+        this.#changed(row.id, 'shutdown')
         continue
       }
       if (fatal !== undefined) {
         this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'not applied: another target of the same request failed' })
         this.#journal.markUndone(row.id)
         this.#releaseClaims(row.id)
+        this.#changed(row.id, 'rollback')
         continue
       }
       try {
@@ -249,7 +272,10 @@ export class Injector {
       for (const row of rows) {
         const current = this.#journal.get(row.id)
         if (current?.needsUndo) {
-          if (current.status !== 'failed') this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'rolled back: another target of the same request failed' })
+          if (current.status !== 'failed') {
+            this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'rolled back: another target of the same request failed' })
+            this.#changed(row.id, 'rollback')
+          }
           await this.#undo(row.id, 'rollback').catch(() => undefined)
         }
       }
@@ -275,6 +301,7 @@ export class Injector {
       // request were being applied: then it must not be applied at all.
       if (this.#journal.get(row.id)?.status !== 'pending') return
       this.#journal.setStatus(row.id, 'applying')
+      this.#changed(row.id, 'apply')
       const started = performance.now()
       try {
         const state = await kind.apply(row.plan as never, {
@@ -285,6 +312,7 @@ export class Injector {
         })
         crashPoint('after-apply')
         this.#journal.markActive(row.id, state)
+        this.#changed(row.id, 'apply')
         this.#opts.metrics.applySeconds.observe({ kind: row.kind }, (performance.now() - started) / 1000)
         this.#opts.metrics.injections.inc({ kind: row.kind, outcome: 'active' })
         log.info({ expiresAt: new Date(row.expiresAt).toISOString() }, 'injection active')
@@ -293,6 +321,7 @@ export class Injector {
           ? err
           : new FaultlineError('FAULTLINE_ERR_APPLY_FAILED', `${row.kind} on ${describeTarget(row.resolved)} failed: ${errorMessage(err)}; what was applied has been rolled back`)
         this.#journal.markFailed(row.id, { code: failure.code, message: failure.message })
+        this.#changed(row.id, 'apply')
         this.#opts.metrics.injections.inc({ kind: row.kind, outcome: 'failed' })
         log.warn({ err }, 'apply failed; undoing whatever was partly applied')
         await this.#undoLocked(row.id, 'rollback').catch(() => undefined)
@@ -353,6 +382,23 @@ export class Injector {
     return this.#journal.list(status, limit).map((r) => toInjection(r))
   }
 
+  /** Every injection that may still be on the host, with who asked for it (the link filters on origin). */
+  openWithOrigin(): { injection: Injection; origin: Origin | null }[] {
+    return this.#journal.needingUndo().map((r) => ({ injection: toInjection(r), origin: asOrigin(r.origin) }))
+  }
+
+  /** Tells the listeners of `update`; a throwing listener never breaks the lifecycle. */
+  #changed(id: string, reason: UpdateReason): void {
+    if (this.events.listenerCount('update') === 0) return
+    const row = this.#journal.get(id)
+    if (!row) return
+    try {
+      this.events.emit('update', toInjection(row), reason, asOrigin(row.origin))
+    } catch (err) {
+      this.#log.error({ err, injectionId: id }, 'an update listener threw')
+    }
+  }
+
   // ---- recover -----------------------------------------------------------------------------
 
   /** Recovers one injection. Idempotent: a recovered injection is returned as it is. */
@@ -410,7 +456,10 @@ export class Injector {
     if (!row || !row.needsUndo) return
     const log = this.#log.child({ injectionId: id, kind: row.kind, target: row.targetKey })
     const wasFailed = row.status === 'failed'
-    if (!wasFailed) this.#journal.setStatus(id, 'recovering')
+    if (!wasFailed) {
+      this.#journal.setStatus(id, 'recovering')
+      this.#changed(id, reason)
+    }
     const started = performance.now()
     try {
       const kind = getFaultKind(row.kind)
@@ -426,6 +475,7 @@ export class Injector {
       this.#releaseClaims(id)
       this.#deadlines.delete(id)
       this.#retryAttempts.delete(id)
+      this.#changed(id, reason)
       this.#opts.metrics.recoveries.inc({ kind: row.kind, reason, outcome: 'recovered' })
       this.#opts.metrics.recoverSeconds.observe({ kind: row.kind }, (performance.now() - started) / 1000)
       log.info({ reason }, wasFailed ? 'partial apply undone' : 'injection recovered')
@@ -466,6 +516,10 @@ function hashRequest(body: CreateInjectionBody): string {
   return createHash('sha256')
     .update(stableStringify({ fault: body.fault, target: body.target, duration: body.duration }) ?? '')
     .digest('hex')
+}
+
+function asOrigin(value: unknown): Origin | null {
+  return value !== null && typeof value === 'object' && typeof (value as Origin).who === 'string' ? (value as Origin) : null
 }
 
 function errorMessage(err: unknown): string {

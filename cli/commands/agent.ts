@@ -13,11 +13,17 @@ Examples:
   # exposed to the network: TLS plus a bearer token (or --tls-ca for client certificates)
   faultline agent --listen 0.0.0.0:7070 --tls-cert agent.crt --tls-key agent.key --token-file /etc/faultline/token
 
+  # part of a fleet: dial out to the server, enrol once with its enrolment token
+  faultline agent --server wss://faultline.example:7071 --enrol-token-file /etc/faultline/enrol \\
+                  --server-ca /etc/faultline/ca.crt --labels role=db,zone=a
+
 Every flag can also be set as an environment variable (FAULTLINE_LISTEN, FAULTLINE_STATE_DIR, ...).
 Precedence: flag, then environment, then config file, then default.
 
 Stopping the agent (SIGTERM, SIGINT) recovers every injection before it exits; after a crash or
-kill -9, the next start recovers them before the API answers.`
+kill -9, the next start recovers them before the API answers. With --server, injections the
+server asked for are also bound to its lease: when the server is unreachable for longer than the
+lease (the server's --lease, default 30s), the agent recovers them on its own.`
 
 export function agentCommand(): Command {
   const cmd = new Command('agent')
@@ -30,6 +36,11 @@ export function agentCommand(): Command {
     .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)').env('FAULTLINE_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('FAULTLINE_TLS_KEY'))
     .addOption(new Option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)').env('FAULTLINE_TLS_CA'))
+    .addOption(new Option('--server <url>', 'Faultline server to join: wss://HOST:7071').env('FAULTLINE_SERVER'))
+    .addOption(new Option('--enrol-token-file <file>', "file with the server's enrolment token (needed until the agent has its own credential)").env('FAULTLINE_ENROL_TOKEN_FILE'))
+    .addOption(new Option('--labels <k=v,...>', 'labels experiments select this host by, e.g. role=db,zone=a').env('FAULTLINE_LABELS'))
+    .addOption(new Option('--server-ca <file>', "CA that signed the server's certificate (PEM)").env('FAULTLINE_SERVER_CA'))
+    .addOption(new Option('--name <name>', 'id to enrol under (default: the hostname)').env('FAULTLINE_NAME'))
     .addOption(
       new Option('--log-level <level>', 'log level')
         .env('FAULTLINE_LOG_LEVEL')
@@ -44,7 +55,7 @@ export function agentCommand(): Command {
   return cmd
 }
 
-const configKeys = ['listen', 'stateDir', 'maxDuration', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel'] as const
+const configKeys = ['listen', 'stateDir', 'maxDuration', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name'] as const
 
 /** Flags and environment win over the config file; the file wins over defaults. */
 export function resolveAgentConfig(command: Command): AgentConfig {
@@ -66,7 +77,7 @@ export function resolveAgentConfig(command: Command): AgentConfig {
     maxDuration: merged.maxDuration!,
     logLevel: merged.logLevel!,
   }
-  for (const key of ['tokenFile', 'tlsCert', 'tlsKey', 'tlsCa'] as const) {
+  for (const key of ['tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name'] as const) {
     if (merged[key]) config[key] = merged[key]
   }
   return config

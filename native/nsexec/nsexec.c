@@ -5,7 +5,8 @@
  *   libfaultline-nsexec.so  LD_PRELOAD library: its constructor joins the namespaces before
  *                           main() of a dynamically linked host tool (ip, tc, nft, stress-ng),
  *                           so the tool runs inside a container even if the container's image
- *                           has no such tool.
+ *                           has no such tool. Dynamically linked programs only: a static one
+ *                           never loads the library (agent/native/nsexec.ts refuses those).
  *   faultline-nsexec        wrapper: joins the namespaces, then execvp()s its arguments; works
  *                           for static binaries too, and for programs inside the target's
  *                           mount namespace.
@@ -48,14 +49,18 @@ static int join_namespaces(const char **failed)
 	int rc = 0;
 	size_t i;
 
+	/* All of them first: the cleanup below closes every slot, also after an early failure. */
+	for (i = 0; i < NKINDS; i++)
+		fds[i] = -1;
 	for (i = 0; i < NKINDS; i++) {
 		const char *path = getenv(kinds[i].var);
-		fds[i] = -1;
-		if (path == NULL || *path == '\0')
+		if (path == NULL)
 			continue;
-		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
-		if (fds[i] < 0) {
+		if (*path == '\0')
+			rc = -EINVAL; /* named but empty: a caller's bug, not "stay where you are" */
+		else if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 			rc = -errno;
+		if (rc != 0) {
 			*failed = kinds[i].var;
 			snprintf(failed_path, sizeof(failed_path), "%s", path);
 			goto out;

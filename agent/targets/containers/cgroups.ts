@@ -5,7 +5,7 @@ import { listPids, readStat, type ProcStat } from '../procfs.js'
 /**
  * Container discovery that needs no runtime: every process's cgroup path (/proc/<pid>/cgroup,
  * v1 and v2) is matched against the layouts runtimes use. Runtime sockets only add names,
- * labels and images on top (see enrich.ts).
+ * labels and images on top (runtimes.ts, merged in index.ts).
  */
 export type RuntimeName = 'docker' | 'containerd' | 'podman' | 'crio' | 'lxc' | 'nspawn'
 
@@ -45,7 +45,7 @@ interface Layout {
  * ("lxc.payload.<name>", "/lxc/<name>"), systemd-nspawn ("machine-<name>.scope").
  */
 const layouts: Layout[] = [
-  { re: new RegExp(`kubepods[^/]*(?:/[^/]+)*?/(?:kubepods-[a-z]+-)?pod([0-9a-f_-]{36})(?:\\.slice)?/(?:cri-containerd-|crio-|docker-)?${hex64}(?:\\.scope)?$`), build: (m) => ({ id: m[2]!, runtime: /crio-/.test(m[0]) ? 'crio' : /docker-/.test(m[0]) ? 'docker' : 'containerd', namespace: 'k8s.io', podUid: m[1]!.replace(/_/g, '-') }) },
+  { re: new RegExp(`kubepods[^/]*(?:/[^/]+)*?/(?:kubepods(?:-[a-z]+)?-)?pod([0-9a-f_-]{36})(?:\\.slice)?/(?:cri-containerd-|crio-|docker-)?${hex64}(?:\\.scope)?$`), build: (m) => ({ id: m[2]!, runtime: /crio-/.test(m[0]) ? 'crio' : /docker-/.test(m[0]) ? 'docker' : 'containerd', namespace: 'k8s.io', podUid: m[1]!.replace(/_/g, '-') }) },
   { re: new RegExp(`cri-containerd-${hex64}\\.scope$`), build: (m) => ({ id: m[1]!, runtime: 'containerd', namespace: 'k8s.io' }) },
   { re: new RegExp(`(?:^|/)docker[-/]${hex64}(?:\\.scope)?$`), build: (m) => ({ id: m[1]!, runtime: 'docker', namespace: 'moby' }) },
   { re: new RegExp(`(?:^|/)libpod-${hex64}(?:\\.scope)?(?:/container)?$`), build: (m) => ({ id: m[1]!, runtime: 'podman' }) },
@@ -59,6 +59,14 @@ const layouts: Layout[] = [
     },
   },
 ]
+
+/**
+ * Cgroups that sit inside a container's cgroup but hold the runtime, not the container: with
+ * the unified hierarchy systemd-nspawn keeps itself in "<machine>/supervisor" and the payload in
+ * "<machine>/payload". Walking up from the supervisor would otherwise count nspawn itself as
+ * one of the container's processes.
+ */
+const notContainer = /machine\.slice\/(?:systemd-nspawn@[^/]+\.service|machine-[^/]+\.scope)\/supervisor(?:\/|$)/
 
 function unescapeSystemd(s: string): string {
   return s.replace(/\\x([0-9a-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)))
@@ -102,6 +110,12 @@ export function matchCgroupPath(path: string, paths: Pick<DiscoveryPaths, 'conta
 /** Every container on the host, found through the cgroups of its processes. */
 export function discoverFromCgroups(paths: DiscoveryPaths): CgroupContainer[] {
   const byKey = new Map<string, CgroupContainer & { stats: ProcStat[]; rootPath: string }>()
+  // Many processes share a cgroup (a container's, a daemon's): match each path once per scan.
+  const matched = new Map<string, ReturnType<typeof matchCgroupPath>>()
+  const matchOnce = (path: string) => {
+    if (!matched.has(path)) matched.set(path, matchCgroupPath(path, paths))
+    return matched.get(path)
+  }
   for (const pid of listPids(paths.procRoot)) {
     let text: string
     try {
@@ -110,12 +124,14 @@ export function discoverFromCgroups(paths: DiscoveryPaths): CgroupContainer[] {
       continue
     }
     const cgroupPaths = parseProcCgroup(text)
+    const candidates = identifyingPaths(cgroupPaths)
+    if (candidates.some((p) => notContainer.test(p))) continue
     let found: ReturnType<typeof matchCgroupPath> | undefined
     let rootPath = ''
-    for (const candidate of identifyingPaths(cgroupPaths)) {
+    for (const candidate of candidates) {
       // A process may sit in a sub-cgroup of the container: walk up to the matching level.
       for (let p = candidate; p && p !== '/'; p = p.slice(0, p.lastIndexOf('/')) || '/') {
-        found = matchCgroupPath(p, paths)
+        found = matchOnce(p)
         if (found) {
           rootPath = p
           break
@@ -136,14 +152,17 @@ export function discoverFromCgroups(paths: DiscoveryPaths): CgroupContainer[] {
     entry.stats.push(stat)
   }
   const out: CgroupContainer[] = []
+  const pidnsOf = pidnsReader(paths.procRoot)
   for (const { stats, rootPath: _root, ...c } of byKey.values()) {
-    const inside = new Set(c.pids)
-    // The init: the oldest process whose parent is outside the container (the runtime's shim).
-    const init = stats.filter((s) => !inside.has(s.ppid)).sort((a, b) => a.startTime - b.startTime)[0] ?? stats[0]!
-    c.initPid = init.pid
-    c.initStartTime = init.startTime
+    const init = pickInit(stats, pidnsOf)
+    // LXC and nspawn are recognised by cgroup names alone, which other things share (libvirt
+    // puts its VMs in machine-qemu\x2d1\x2dvm.scope): without a pid namespace of its own,
+    // this is not a container we can enter, and its "netns" would be the host's.
+    if (!init.ownPidns && (c.runtime === 'lxc' || c.runtime === 'nspawn')) continue
+    c.initPid = init.stat.pid
+    c.initStartTime = init.stat.startTime
     try {
-      c.netnsInode = statSync(join(paths.procRoot, String(init.pid), 'ns', 'net')).ino
+      c.netnsInode = statSync(join(paths.procRoot, String(init.stat.pid), 'ns', 'net')).ino
     } catch {
       /* exited meanwhile */
     }
@@ -153,13 +172,63 @@ export function discoverFromCgroups(paths: DiscoveryPaths): CgroupContainer[] {
   return out.sort((a, b) => a.runtime.localeCompare(b.runtime) || a.id.localeCompare(b.id))
 }
 
-/** Cuts each hierarchy's path back to the container's own level (processes may be deeper). */
+/** Inode of a process's pid namespace, cached for one discovery; undefined when unreadable. */
+function pidnsReader(procRoot: string): (pid: number) => number | undefined {
+  const cache = new Map<number, number | undefined>()
+  return (pid) => {
+    if (cache.has(pid)) return cache.get(pid)
+    let ino: number | undefined
+    try {
+      ino = statSync(join(procRoot, String(pid), 'ns', 'pid')).ino
+    } catch {
+      ino = undefined
+    }
+    cache.set(pid, ino)
+    return ino
+  }
+}
+
+/**
+ * The container's init: the oldest of its processes that starts a pid namespace of its own (its
+ * parent, the runtime's shim or monitor, is in another one). That also holds when the runtime
+ * itself sits in the container's cgroup (systemd-nspawn without the unified hierarchy). Without
+ * such a process (a container sharing the host's pid namespace), the oldest process whose
+ * parent is outside the container.
+ */
+function pickInit(stats: ProcStat[], pidnsOf: (pid: number) => number | undefined): { stat: ProcStat; ownPidns: boolean } {
+  const byAge = [...stats].sort((a, b) => a.startTime - b.startTime || a.pid - b.pid)
+  const root = byAge.find((s) => {
+    const own = pidnsOf(s.pid)
+    const parent = pidnsOf(s.ppid)
+    return own !== undefined && parent !== undefined && own !== parent
+  })
+  if (root) return { stat: root, ownPidns: true }
+  const inside = new Set(stats.map((s) => s.pid))
+  return { stat: byAge.find((s) => !inside.has(s.ppid)) ?? byAge[0]!, ownPidns: false }
+}
+
+/**
+ * Cuts each hierarchy's path back to the container's own level (processes may be deeper). The
+ * cut is on whole path segments: a containerd container "def" in namespace "default" lives at
+ * "/default/def", which a plain substring search for "/def" would cut to "/def".
+ */
 function containerLevel(paths: Record<string, string>, rootPath: string): Record<string, string> {
   const out: Record<string, string> = {}
   const tail = rootPath.slice(rootPath.lastIndexOf('/'))
   for (const [hierarchy, path] of Object.entries(paths)) {
-    const at = path.indexOf(tail)
-    out[hierarchy] = at >= 0 ? path.slice(0, at + tail.length) : path
+    out[hierarchy] = cutAfter(path, rootPath, 'first') ?? cutAfter(path, tail, 'last') ?? path
   }
   return out
+}
+
+/** path up to the end of an occurrence of `part` that ends a segment, or undefined. */
+function cutAfter(path: string, part: string, which: 'first' | 'last'): string | undefined {
+  const ends: number[] = []
+  for (let at = path.indexOf(part); at >= 0; at = path.indexOf(part, at + 1)) {
+    const end = at + part.length
+    const startsSegment = part.startsWith('/') || at === 0 || path[at - 1] === '/'
+    if (startsSegment && (end === path.length || path[end] === '/')) ends.push(end)
+  }
+  const end = which === 'first' ? ends[0] : ends[ends.length - 1]
+  return end === undefined ? undefined : path.slice(0, end)
 }

@@ -41,16 +41,27 @@ export function firstSocket(paths: readonly string[]): string | undefined {
   })
 }
 
-async function get(socketPath: string, path: string): Promise<{ headers: Record<string, string | string[] | undefined>; text: string }> {
+interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  text: string
+}
+
+/** One GET on a fresh connection to the socket; any HTTP status resolves. */
+async function request(socketPath: string, path: string): Promise<Answer> {
   const client = new Client('http://localhost', { socketPath, headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, connectTimeout: TIMEOUT_MS })
   try {
     const res = await client.request({ method: 'GET', path, headers: { host: 'localhost' } })
-    const text = await res.body.text()
-    if (res.statusCode >= 400) throw new Error(`GET ${path}: HTTP ${res.statusCode} ${text.slice(0, 200)}`)
-    return { headers: res.headers, text }
+    return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
   } finally {
     await client.close()
   }
+}
+
+async function get(socketPath: string, path: string): Promise<Answer> {
+  const res = await request(socketPath, path)
+  if (res.status >= 400) throw new Error(`GET ${path}: HTTP ${res.status} ${res.text.slice(0, 200)}`)
+  return res
 }
 
 async function getJson<T>(socketPath: string, path: string): Promise<T> {
@@ -61,18 +72,32 @@ async function getJson<T>(socketPath: string, path: string): Promise<T> {
 
 interface EngineContainer {
   Id: string
+  /** "/web" from the Docker API, "web" from libpod's. */
   Names?: string[]
   Image?: string
   Labels?: Record<string, string> | null
   State?: string
 }
 
-/** Lists running containers through a Docker-compatible API; tells dockerd and podman apart. */
-export async function listEngineContainers(socketPath: string): Promise<RuntimeContainer[]> {
-  // podman answers /_ping with Libpod-* headers; /version would take seconds on podman.
-  const ping = await get(socketPath, '/_ping')
-  const runtime: 'docker' | 'podman' = ping.headers['libpod-api-version'] !== undefined ? 'podman' : 'docker'
-  const list = await getJson<EngineContainer[]>(socketPath, '/containers/json')
+/** podman marks every answer with this header (its API server's version middleware). */
+const isPodman = (res: Answer) => res.headers['libpod-api-version'] !== undefined
+
+/**
+ * Lists running containers through a Docker-compatible API, and tells dockerd and podman apart
+ * by the answer itself (no /_ping round trip). With `libpodFirst` (the socket is configured as
+ * podman's) it asks podman's own listing first: about twice as fast as its Docker-compatible
+ * one, which converts every container (podman 4.3, 34 containers: ~30 ms against ~55 ms); any
+ * version prefix works there. Anything but a podman 200 falls back to the Docker listing.
+ */
+export async function listEngineContainers(socketPath: string, opts: { libpodFirst?: boolean } = {}): Promise<RuntimeContainer[]> {
+  let res: Answer | undefined
+  if (opts.libpodFirst) {
+    const libpod = await request(socketPath, '/v4.0.0/libpod/containers/json')
+    if (libpod.status === 200 && isPodman(libpod)) res = libpod
+  }
+  res ??= await get(socketPath, '/containers/json')
+  const runtime: 'docker' | 'podman' = isPodman(res) ? 'podman' : 'docker'
+  const list = JSON.parse(res.text) as EngineContainer[]
   return list.map((c) => ({
     id: c.Id,
     runtime,
@@ -130,19 +155,26 @@ function call<T>(client: grpc.Client, method: keyof typeof containerdService, re
   })
 }
 
-/** Lists containers of every containerd namespace (docker's "moby" included). */
-export async function listContainerdContainers(socketPath: string): Promise<RuntimeContainer[]> {
+/**
+ * Lists the containers of the given containerd namespaces, or of every namespace (docker's
+ * "moby" included) when none are given. containerd has no container names: nerdctl keeps its
+ * name in the "nerdctl/name" label.
+ */
+export async function listContainerdContainers(socketPath: string, namespaces?: readonly string[]): Promise<RuntimeContainer[]> {
   const client = new ContainerdClient(`unix://${socketPath}`, grpc.credentials.createInsecure())
   try {
-    const { namespaces } = await call<{ namespaces: { name: string }[] }>(client, 'listNamespaces', {})
-    const out: RuntimeContainer[] = []
-    for (const ns of namespaces) {
-      const { containers } = await call<{ containers: { id: string; labels: Record<string, string>; image: string }[] }>(client, 'listContainers', {}, ns.name)
-      for (const c of containers) {
-        out.push({ id: c.id, runtime: 'containerd', namespace: ns.name, labels: c.labels ?? {}, ...(c.image ? { image: c.image } : {}) })
-      }
-    }
-    return out
+    const names = namespaces ?? (await call<{ namespaces: { name: string }[] }>(client, 'listNamespaces', {})).namespaces.map((ns) => ns.name)
+    const lists = await Promise.all(
+      names.map(async (namespace) => {
+        const { containers } = await call<{ containers: { id: string; labels: Record<string, string>; image: string }[] }>(client, 'listContainers', {}, namespace)
+        return containers.map((c): RuntimeContainer => {
+          const labels = c.labels ?? {}
+          const name = labels['nerdctl/name']
+          return { id: c.id, runtime: 'containerd', namespace, labels, ...(name ? { name } : {}), ...(c.image ? { image: c.image } : {}) }
+        })
+      }),
+    )
+    return lists.flat()
   } finally {
     client.close()
   }

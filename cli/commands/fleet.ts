@@ -1,0 +1,457 @@
+import { Command, Option } from 'commander'
+import { readFileSync } from 'node:fs'
+import type { Experiment } from '../../protocol/experiment.js'
+import { AgentClient } from '../client.js'
+import { bold, clock, dim, green, red, relative, table, yellow } from '../format.js'
+import { printJson, wantsJson } from './client-options.js'
+
+/** Commands against the Faultline server: experiments, runs, halt, agents, tokens. */
+
+interface RunRecord {
+  agent: string
+  target: string
+  injectionId: string
+  status: string
+  reason: string
+  error: { code: string; message: string } | null
+  updatedAt: string
+}
+interface RunView {
+  id: string
+  experiment: string
+  status: string
+  trigger: string
+  startedBy: string
+  startedAt: string
+  endedAt?: string
+  abortRequestedAt?: string
+  selection: { matched: number; connected: number; chosen: number; mode: string }
+  duration: string
+  records: RunRecord[]
+}
+interface ExperimentView {
+  name: string
+  spec: Experiment
+  updatedAt: string
+  updatedBy: string
+  nextRunAt?: string
+  lastRun?: { id: string; status: string; startedAt: string; endedAt?: string }
+}
+interface AgentView {
+  id: string
+  hostname: string
+  labels: Record<string, string>
+  version: string
+  connected: boolean
+  lastSeen?: string
+  address?: string
+  kinds: string[]
+  targets: number
+  open: number
+  invalidMessages: number
+}
+
+export function withServerOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--server <url>', 'server API address (https://HOST:7071)').env('FAULTLINE_SERVER').default('http://127.0.0.1:7071'))
+    .addOption(new Option('--token-file <file>', 'file with an API token (or the admin token)').env('FAULTLINE_SERVER_TOKEN_FILE'))
+    .addOption(new Option('--tls-ca <file>', "CA that signed the server's certificate").env('FAULTLINE_SERVER_CA'))
+    .addOption(new Option('--tls-cert <file>', 'client certificate to present (optional; recorded in the audit log)').env('FAULTLINE_SERVER_CERT'))
+    .addOption(new Option('--tls-key <file>', 'key of --tls-cert').env('FAULTLINE_SERVER_KEY'))
+    .option('--json', 'print JSON instead of text')
+}
+
+function serverClient(cmd: Command, timeoutMs?: number): AgentClient {
+  const o = cmd.opts<{ server: string; tokenFile?: string; tlsCa?: string; tlsCert?: string; tlsKey?: string }>()
+  // wss:// works too, so one FAULTLINE_SERVER serves both the agent (--server) and the CLI.
+  const url = o.server.replace(/^ws(s?):/i, 'http$1:').replace(/\/v1\/agents\/connect\/?$/, '')
+  return new AgentClient({
+    url,
+    peer: 'server',
+    ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
+    ...(o.tlsCa ? { tlsCa: o.tlsCa } : {}),
+    ...(o.tlsCert ? { tlsCert: o.tlsCert } : {}),
+    ...(o.tlsKey ? { tlsKey: o.tlsKey } : {}),
+    ...(timeoutMs ? { timeoutMs } : {}),
+  })
+}
+
+async function withServer<T>(cmd: Command, work: (client: AgentClient) => Promise<T>, timeoutMs?: number): Promise<T> {
+  const client = serverClient(cmd, timeoutMs)
+  try {
+    return await work(client)
+  } finally {
+    await client.close()
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+function recordColor(status: string): string {
+  if (status === 'active' || status === 'sent') return yellow(status)
+  if (status === 'recovered') return green(status)
+  if (status === 'failed' || status === 'aborted') return red(status)
+  return dim(status)
+}
+
+function runColor(status: string): string {
+  if (status === 'completed') return green(status)
+  if (status === 'running' || status === 'pending') return yellow(status)
+  return red(status)
+}
+
+function describeHosts(hosts: Experiment['hosts']): string {
+  if ('all' in hosts) return 'all'
+  if ('names' in hosts) return hosts.names.join(',')
+  return Object.entries(hosts.labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')
+}
+
+function describeMode(mode: Experiment['mode']): string {
+  if (mode === undefined || typeof mode === 'string') return mode ?? 'all'
+  return 'fixed' in mode ? `fixed ${mode.fixed}` : `${mode.percent}%`
+}
+
+function describeSelector(target: Experiment['target']): string {
+  const { type, ...rest } = target as Record<string, unknown>
+  const detail = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+    .join(' ')
+  return detail ? `${String(type)} ${detail}` : String(type)
+}
+
+export function recordsTable(records: RunRecord[]): string {
+  if (records.length === 0) return dim('no hosts')
+  const rows = [['AGENT', 'TARGET', 'STATUS', 'REASON', 'INJECTION', 'ERROR'].map(bold)]
+  for (const r of records) rows.push([r.agent, r.target || dim('-'), recordColor(r.status), r.reason || dim('-'), r.injectionId || dim('-'), r.error ? red(r.error.message.slice(0, 100)) : ''])
+  return table(rows)
+}
+
+function runHeader(run: RunView): string {
+  const s = run.selection
+  return `${bold(`run ${run.id}`)} of ${run.experiment}  ${runColor(run.status)}  ${dim(`started ${clock(run.startedAt)} by ${run.startedBy} (${run.trigger}); ${s.chosen} of ${s.connected} connected host(s), mode ${s.mode}, ${s.matched - s.connected} offline; duration ${run.duration}`)}`
+}
+
+// ---- exp ----------------------------------------------------------------------------------------
+
+function expApply(): Command {
+  return withServerOptions(new Command('apply'))
+    .description('create or replace an experiment from a YAML or JSON file')
+    .requiredOption('-f, --file <file>', 'the experiment (YAML or JSON); "-" reads standard input')
+    .addHelpText(
+      'after',
+      `
+Example file (db-latency.yaml):
+  name: db-latency
+  hosts: { labels: { role: db } }
+  mode: { fixed: 2 }
+  target: { type: container, labels: { app: postgres } }
+  fault: { kind: network-delay, latency: 100ms, jitter: 10ms }
+  duration: 5m
+  schedule: "*/30 * * * *"
+  guards:
+    - { http: { url: "http://127.0.0.1:8080/health", expectStatus: 200 }, every: 5s }
+
+Examples:
+  faultline exp apply -f db-latency.yaml
+  faultline exp apply -f - < experiment.json`,
+    )
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const file = cmd.opts<{ file: string }>().file
+        const text = readFileSync(file === '-' ? 0 : file, 'utf8')
+        const json = file.endsWith('.json') || /^\s*\{/.test(text)
+        const { status, body } = await client.call<ExperimentView>('POST', '/v1/experiments', { raw: text, contentType: json ? 'application/json' : 'application/yaml' })
+        if (wantsJson(cmd)) return printJson(body)
+        const next = body.nextRunAt ? dim(`  next run ${clock(body.nextRunAt)} (${relative(body.nextRunAt)})`) : ''
+        console.log(`${green('✓')} experiment ${bold(body.name)} ${status === 201 ? 'created' : 'replaced'}${next}`)
+      }),
+    )
+}
+
+function expLs(): Command {
+  return withServerOptions(new Command('ls'))
+    .description('list experiments')
+    .addHelpText('after', '\nExamples:\n  faultline exp ls\n  faultline exp ls --json | jq \'.experiments[].name\'')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<{ experiments: ExperimentView[] }>('GET', '/v1/experiments')
+        if (wantsJson(cmd)) return printJson(body)
+        if (body.experiments.length === 0) return console.log(dim('no experiments; create one with "faultline exp apply -f FILE"'))
+        const rows = [['NAME', 'HOSTS', 'MODE', 'FAULT', 'TARGET', 'DURATION', 'SCHEDULE', 'LAST RUN'].map(bold)]
+        for (const e of body.experiments) {
+          const last = e.lastRun ? `${e.lastRun.id} ${runColor(e.lastRun.status)} ${relative(e.lastRun.startedAt)}` : dim('never')
+          rows.push([e.name, describeHosts(e.spec.hosts), describeMode(e.spec.mode), e.spec.fault.kind, describeSelector(e.spec.target), e.spec.duration, e.spec.schedule ?? dim('-'), last])
+        }
+        console.log(table(rows))
+      }),
+    )
+}
+
+function expShow(): Command {
+  return withServerOptions(new Command('show'))
+    .description('show an experiment and, per host and target, its last run')
+    .argument('<name>', 'experiment name')
+    .addHelpText('after', '\nExamples:\n  faultline exp show db-latency\n  faultline exp show db-latency --json')
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body: exp } = await client.call<ExperimentView>('GET', `/v1/experiments/${encodeURIComponent(name)}`)
+        const run = exp.lastRun ? (await client.call<RunView>('GET', `/v1/runs/${encodeURIComponent(exp.lastRun.id)}`)).body : undefined
+        if (wantsJson(cmd)) return printJson({ experiment: exp, lastRun: run ?? null })
+        const s = exp.spec
+        const lines = [
+          `${bold(exp.name)}  ${dim(`updated ${clock(exp.updatedAt)} by ${exp.updatedBy}`)}`,
+          `  hosts      ${describeHosts(s.hosts)}  (mode ${describeMode(s.mode)})`,
+          `  target     ${describeSelector(s.target)}`,
+          `  fault      ${JSON.stringify(s.fault)}`,
+          `  duration   ${s.duration}`,
+        ]
+        if (s.schedule) lines.push(`  schedule   ${s.schedule}${exp.nextRunAt ? dim(`  next ${clock(exp.nextRunAt)}`) : ''}`)
+        for (const g of s.guards ?? []) lines.push(`  guard      ${JSON.stringify(g)}`)
+        console.log(lines.join('\n'))
+        console.log('')
+        if (!run) return console.log(dim('never run; start it with "faultline exp run ' + exp.name + '"'))
+        console.log(runHeader(run))
+        console.log(recordsTable(run.records))
+      }),
+    )
+}
+
+function expRun(): Command {
+  return withServerOptions(new Command('run'))
+    .description('start a run now and follow it host by host until it ends (Ctrl-C aborts the run)')
+    .argument('<name>', 'experiment name')
+    .option('--detach', 'print the run id and return at once')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  faultline exp run db-latency             live progress; Ctrl-C aborts the run (every host recovers)
+  faultline exp run db-latency --detach    then: faultline exp show db-latency / faultline exp abort RUN
+
+Exit status: 0 when the run completed, 1 when it failed or was aborted.`,
+    )
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const json = wantsJson(cmd)
+        let interrupted = 0
+        let wake = () => undefined as void
+        const onSigint = () => {
+          interrupted++
+          if (interrupted > 1) {
+            process.stderr.write('\ninterrupted again: exiting; the run goes on being aborted on the server\n')
+            process.exit(130)
+          }
+          wake()
+        }
+        // Watched from before the request, so an interrupt during the start still aborts.
+        process.on('SIGINT', onSigint)
+        try {
+          const { body: started } = await client.call<{ id: string }>('POST', `/v1/experiments/${encodeURIComponent(name)}/runs`)
+          if (cmd.opts<{ detach?: boolean }>().detach && !interrupted) {
+            if (json) printJson(started)
+            else console.log(`${green('✓')} run ${bold(started.id)} of ${name} started  ${dim(`follow with "faultline exp show ${name}"; abort with "faultline exp abort ${started.id}"`)}`)
+            return
+          }
+          const seen = new Map<string, string>()
+          let aborted = false
+          let header = false
+          for (;;) {
+            if (interrupted && !aborted) {
+              aborted = true
+              if (!json) process.stderr.write(`\n${yellow('aborting')} run ${started.id}: every host recovers now (Ctrl-C again to stop watching)\n`)
+              await client.call('POST', `/v1/runs/${encodeURIComponent(started.id)}/abort`)
+            }
+            const { body: run } = await client.call<RunView>('GET', `/v1/runs/${encodeURIComponent(started.id)}`)
+            if (!json && !header) {
+              console.log(runHeader(run))
+              header = true
+            }
+            for (const r of run.records) {
+              const key = `${r.agent}|${r.injectionId || r.target}`
+              const state = `${r.status}|${r.reason}`
+              if (seen.get(key) === state) continue
+              seen.set(key, state)
+              if (json) printJson({ run: run.id, ...r })
+              else console.log(`  ${dim(clock(r.updatedAt))}  ${r.agent}  ${r.target || dim('-')}  ${recordColor(r.status)}${r.reason ? dim(` (${r.reason})`) : ''}${r.error ? `  ${red(r.error.message.slice(0, 160))}` : ''}`)
+            }
+            if (run.status !== 'running' && run.status !== 'pending') {
+              if (json) printJson({ id: run.id, status: run.status })
+              else console.log(`${run.status === 'completed' ? green('✓') : red('✗')} run ${run.id} ${runColor(run.status)}`)
+              if (run.status !== 'completed') process.exitCode = 1
+              return
+            }
+            await new Promise<void>((resolve) => {
+              wake = resolve
+              setTimeout(resolve, 500)
+            })
+          }
+        } finally {
+          process.off('SIGINT', onSigint)
+        }
+      }),
+    )
+}
+
+function expAbort(): Command {
+  return withServerOptions(new Command('abort'))
+    .description('abort a run: every host of the run recovers now')
+    .argument('<run>', 'run id')
+    .addHelpText('after', '\nExample:\n  faultline exp abort 7h3k2m9q0a')
+    .action(async (id: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<RunView>('POST', `/v1/runs/${encodeURIComponent(id)}/abort`)
+        if (wantsJson(cmd)) return printJson(body)
+        console.log(runHeader(body))
+        console.log(recordsTable(body.records))
+      }),
+    )
+}
+
+function expRm(): Command {
+  return withServerOptions(new Command('rm'))
+    .description('delete an experiment (its runs are kept)')
+    .argument('<name>', 'experiment name')
+    .addHelpText('after', '\nExample:\n  faultline exp rm db-latency')
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<{ deleted: string }>('DELETE', `/v1/experiments/${encodeURIComponent(name)}`)
+        if (wantsJson(cmd)) return printJson(body)
+        console.log(`${green('✓')} experiment ${body.deleted} deleted`)
+      }),
+    )
+}
+
+export function expCommand(): Command {
+  return new Command('exp')
+    .description('experiments on the server: apply, list, show, run, abort')
+    .addCommand(expApply())
+    .addCommand(expLs())
+    .addCommand(expShow())
+    .addCommand(expRun())
+    .addCommand(expAbort())
+    .addCommand(expRm())
+    .addHelpText(
+      'after',
+      `
+Examples:
+  faultline exp apply -f db-latency.yaml
+  faultline exp run db-latency
+  faultline exp show db-latency
+  export FAULTLINE_SERVER=https://faultline.example:7071 FAULTLINE_SERVER_TOKEN_FILE=~/.faultline-token FAULTLINE_SERVER_CA=ca.crt`,
+    )
+}
+
+// ---- halt, agents, tokens -------------------------------------------------------------------------
+
+export function haltCommand(): Command {
+  return withServerOptions(new Command('halt'))
+    .description('stop every fault on every agent of the fleet now (through the server)')
+    .option('--all', 'required: recover everything, everywhere')
+    .addHelpText(
+      'after',
+      `
+Example:
+  faultline halt --all
+
+Connected agents recover every injection (whoever made it) before this returns; running runs are
+aborted; agents that are offline recover the server's injections through their lease.
+For this host's agent alone, use "faultline recover --all".`,
+    )
+    .action(async (_o, cmd: Command) => {
+      if (!cmd.opts<{ all?: boolean }>().all) cmd.error('halt needs --all: it recovers every injection on every agent', { exitCode: 2 })
+      await withServer(
+        cmd,
+        async (client) => {
+          const { body } = await client.call<{ agents: { agent: string; ok: boolean; error?: string }[]; offline: string[]; runs: string[] }>('POST', '/v1/halt')
+          if (wantsJson(cmd)) return printJson(body)
+          for (const a of body.agents) console.log(a.ok ? `${green('✓')} ${a.agent} recovered everything` : `${red('✗')} ${a.agent}: ${a.error ?? 'failed'}`)
+          for (const id of body.offline) console.log(`${yellow('…')} ${id} offline: recovers through its lease`)
+          if (body.agents.length === 0 && body.offline.length === 0) console.log(dim('no agents'))
+          if (body.runs.length > 0) console.log(dim(`aborted run(s): ${body.runs.join(', ')}`))
+          if (body.agents.some((a) => !a.ok)) process.exitCode = 1
+        },
+        120_000,
+      )
+    })
+}
+
+export function agentsCommand(): Command {
+  const ls = withServerOptions(new Command('ls'))
+    .description('list the agents the server knows')
+    .addHelpText('after', '\nExamples:\n  faultline agents ls\n  faultline agents ls --json | jq \'.agents[] | select(.connected)\'')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<{ agents: AgentView[] }>('GET', '/v1/agents')
+        if (wantsJson(cmd)) return printJson(body)
+        if (body.agents.length === 0) return console.log(dim('no agents; start one with "faultline agent --server URL --enrol-token-file F"'))
+        const rows = [['ID', 'HOSTNAME', 'LABELS', 'STATE', 'LAST SEEN', 'OPEN', 'KINDS', 'VERSION'].map(bold)]
+        for (const a of body.agents) {
+          rows.push([
+            a.id,
+            a.hostname,
+            Object.entries(a.labels)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(',') || dim('-'),
+            a.connected ? green('connected') : red('offline'),
+            a.lastSeen ? relative(a.lastSeen) : dim('never'),
+            String(a.open),
+            String(a.kinds.length),
+            a.version,
+          ])
+        }
+        console.log(table(rows))
+      }),
+    )
+  const rm = withServerOptions(new Command('rm'))
+    .description('forget an agent (admin): its credential stops working')
+    .argument('<id>', 'agent id')
+    .action(async (id: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<{ deleted: string }>('DELETE', `/v1/agents/${encodeURIComponent(id)}`)
+        if (wantsJson(cmd)) return printJson(body)
+        console.log(`${green('✓')} agent ${body.deleted} removed`)
+      }),
+    )
+  return new Command('agents').description('agents known to the server').addCommand(ls).addCommand(rm)
+}
+
+export function tokensCommand(): Command {
+  const create = withServerOptions(new Command('create'))
+    .description('create an API token (admin); its secret is printed once')
+    .requiredOption('--name <name>', 'who or what uses it (appears in the audit log)')
+    .addOption(new Option('--role <role>', 'what it may do').choices(['viewer', 'operator', 'admin']).makeOptionMandatory())
+    .addHelpText('after', '\nExample:\n  faultline tokens create --name ci --role operator > ci-token && chmod 600 ci-token')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const o = cmd.opts<{ name: string; role: string }>()
+        const { body } = await client.call<{ id: string; name: string; role: string; token: string }>('POST', '/v1/tokens', { name: o.name, role: o.role })
+        if (wantsJson(cmd)) return printJson(body)
+        console.log(body.token)
+        process.stderr.write(dim(`token ${body.id} (${body.name}, ${body.role}) created; this is the only time its secret is shown\n`))
+      }),
+    )
+  const ls = withServerOptions(new Command('ls'))
+    .description('list API tokens (admin), never their secrets')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<{ tokens: { id: string; name: string; role: string; createdAt: string; createdBy: string; lastUsedAt?: string }[] }>('GET', '/v1/tokens')
+        if (wantsJson(cmd)) return printJson(body)
+        const rows = [['ID', 'NAME', 'ROLE', 'CREATED', 'BY', 'LAST USED'].map(bold)]
+        for (const t of body.tokens) rows.push([t.id, t.name, t.role, relative(t.createdAt), t.createdBy, t.lastUsedAt ? relative(t.lastUsedAt) : dim('never')])
+        console.log(table(rows))
+      }),
+    )
+  const rm = withServerOptions(new Command('rm'))
+    .description('revoke an API token (admin)')
+    .argument('<id>', 'token id')
+    .action(async (id: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<{ deleted: string }>('DELETE', `/v1/tokens/${encodeURIComponent(id)}`)
+        if (wantsJson(cmd)) return printJson(body)
+        console.log(`${green('✓')} token ${body.deleted} revoked`)
+      }),
+    )
+  return new Command('tokens').description('API tokens of the server (admin)').addCommand(create).addCommand(ls).addCommand(rm)
+}

@@ -1,0 +1,62 @@
+import { Command, Option } from 'commander'
+import { ConfigError, readConfigFile } from '../../agent/config.js'
+import type { ServerConfig } from '../../server/config.js'
+
+const examples = `
+Examples:
+  # on this host only (no authentication), state in a local folder
+  faultline server --listen 127.0.0.1:7071 --state-dir ./.faultline-server
+
+  # for a fleet: TLS, an admin token for the API, an enrolment token for agents
+  faultline server --listen 0.0.0.0:7071 --state-dir /var/lib/faultline-server \\
+                   --tls-cert server.crt --tls-key server.key \\
+                   --admin-token-file /etc/faultline/admin-token --enrol-token-file /etc/faultline/enrol-token
+
+Every flag can also be set as an environment variable (FAULTLINE_LISTEN, FAULTLINE_LEASE, ...).
+Precedence: flag, then environment, then config file, then default.
+
+Agents recover the server's injections on their own when they hear nothing for --lease: a server
+that is stopped, killed or cut off leaves no fault behind for longer than that.`
+
+export function serverCommand(): Command {
+  return new Command('server')
+    .description('run the control plane: experiments across the fleet, halt-all, audit')
+    .addOption(new Option('--config <file>', 'YAML or JSON file with any of the flags below').env('FAULTLINE_CONFIG'))
+    .addOption(new Option('--listen <host:port>', 'address of the API and the agent link').env('FAULTLINE_LISTEN').default('127.0.0.1:7071'))
+    .addOption(new Option('--state-dir <dir>', 'the SQLite database lives here').env('FAULTLINE_STATE_DIR').default('/var/lib/faultline-server'))
+    .addOption(new Option('--lease <duration>', "agents recover the server's injections after this long without hearing from it").env('FAULTLINE_LEASE').default('30s'))
+    .addOption(new Option('--admin-token-file <file>', 'bearer token with the admin role (required off loopback)').env('FAULTLINE_ADMIN_TOKEN_FILE'))
+    .addOption(new Option('--enrol-token-file <file>', 'token agents present to enrol (required off loopback)').env('FAULTLINE_ENROL_TOKEN_FILE'))
+    .addOption(new Option('--tls-cert <file>', 'serve HTTPS and wss with this certificate (PEM)').env('FAULTLINE_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('FAULTLINE_TLS_KEY'))
+    .addOption(new Option('--tls-ca <file>', 'verify client certificates signed by this CA when presented (PEM)').env('FAULTLINE_TLS_CA'))
+    .addOption(new Option('--log-level <level>', 'log level').env('FAULTLINE_LOG_LEVEL').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .addHelpText('after', examples)
+    .action(async (_opts, command: Command) => {
+      const { startServer } = await import('../../server/main.js')
+      await startServer(resolveServerConfig(command))
+    })
+}
+
+const configKeys = ['listen', 'stateDir', 'lease', 'adminTokenFile', 'enrolTokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel'] as const
+
+/** Flags and environment win over the config file; the file wins over defaults. */
+export function resolveServerConfig(command: Command): ServerConfig {
+  const opts = command.opts<Record<string, string | undefined>>()
+  if (opts.config) {
+    const file = readConfigFile(opts.config)
+    for (const key of Object.keys(file)) {
+      if (!(configKeys as readonly string[]).includes(key)) {
+        throw new ConfigError(`config file ${opts.config}: unknown setting "${key}"; known: ${configKeys.join(', ')}`)
+      }
+      const source = command.getOptionValueSource(key)
+      if (source === undefined || source === 'default') command.setOptionValueWithSource(key, file[key], 'config')
+    }
+  }
+  const merged = command.opts<Record<string, string | undefined>>()
+  const config: ServerConfig = { listen: merged.listen!, stateDir: merged.stateDir!, lease: merged.lease!, logLevel: merged.logLevel! }
+  for (const key of ['adminTokenFile', 'enrolTokenFile', 'tlsCert', 'tlsKey', 'tlsCa'] as const) {
+    if (merged[key]) config[key] = merged[key]
+  }
+  return config
+}

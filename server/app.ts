@@ -1,0 +1,172 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import websocket from '@fastify/websocket'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 'fastify'
+import pino, { type Logger } from 'pino'
+import sjson from 'secure-json-parse'
+import { parse as parseYaml } from 'yaml'
+import { FaultlineError } from '../protocol/errors.js'
+import { MAX_LINK_MESSAGE_BYTES } from '../protocol/link.js'
+import type { TlsFiles } from '../agent/app.js'
+import { errorsPlugin } from '../agent/plugins/errors.js'
+import { AGENT_VERSION } from '../agent/version.js'
+import type { ServerContext } from './context.js'
+import { Hub } from './hub.js'
+import { serverAuthPlugin } from './plugins/auth.js'
+import { adminRoutes } from './routes/admin.js'
+import { experimentRoutes } from './routes/experiments.js'
+import { fleetRoutes } from './routes/fleet.js'
+import { runRoutes } from './routes/runs.js'
+import { Runs } from './runs.js'
+import { Scheduler } from './scheduler.js'
+import { Store, type EventRow } from './store.js'
+
+export interface ServerOptions {
+  stateDir: string
+  /** The dead-man's switch: agents recover server injections after this long without a renewal (default 30 s). */
+  leaseMs?: number
+  /** How often agents send a heartbeat (default a third of the lease, at most 10 s). */
+  heartbeatMs?: number
+  /** Bearer token with the admin role; without it the API is open (loopback only, see main.ts). */
+  adminToken?: string
+  /** Token an agent presents once to enrol; without it any agent that reaches the server may enrol. */
+  enrolToken?: string
+  /** HTTPS for the API and the agent link; `ca` makes client certificates optional-but-verified. */
+  tls?: TlsFiles
+  logger?: Logger
+  bodyLimit?: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    fleet: ServerContext
+  }
+}
+
+const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml']
+
+/**
+ * Builds the server as a Fastify instance that does not listen (main.ts listens): the SQLite
+ * store, the agent hub behind /v1/agents/connect, runs, schedules and the API.
+ */
+export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
+  const log = opts.logger ?? pino({ level: 'silent' })
+  const leaseMs = opts.leaseMs ?? 30_000
+  const heartbeatMs = opts.heartbeatMs ?? Math.min(10_000, Math.max(500, Math.floor(leaseMs / 3)))
+  const store = new Store(opts.stateDir)
+
+  const app = Fastify({
+    loggerInstance: log,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: opts.bodyLimit ?? 256 * 1024,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    frameworkErrors: (err, _req, reply) => {
+      void (reply as FastifyReply).status(400).send({ code: 'FAULTLINE_ERR_VALIDATION', message: err.message })
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    ...(opts.tls
+      ? {
+          https: {
+            cert: opts.tls.cert,
+            key: opts.tls.key,
+            // Client certificates are checked when presented and name the caller in the audit
+            // log; tokens stay the authentication (agents dial in without certificates).
+            ...(opts.tls.ca ? { ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false } : {}),
+            minVersion: 'TLSv1.2' as const,
+          },
+        }
+      : {}),
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  const listeners = new Set<(event: EventRow) => void>()
+  const event: ServerContext['event'] = (type, message, refs) => {
+    const row = store.addEvent(type, message, refs)
+    for (const listener of listeners) listener(row)
+    return row
+  }
+  const hub = new Hub({
+    store,
+    log: log.child({ component: 'hub' }),
+    leaseMs,
+    heartbeatMs,
+    event,
+    ...(opts.enrolToken ? { enrolToken: opts.enrolToken } : {}),
+  })
+  const runs = new Runs({ store, hub, log: log.child({ component: 'runs' }), leaseMs, event })
+  const scheduler = new Scheduler((name) => {
+    try {
+      runs.start(name, 'schedule', 'schedule')
+    } catch (err) {
+      event('schedule.skipped', `scheduled run of ${name} skipped: ${(err as Error).message}`, { data: { name } })
+    }
+  }, log.child({ component: 'scheduler' }))
+  for (const exp of store.experiments()) if (exp.spec.schedule) scheduler.set(exp.name, exp.spec.schedule)
+  const ctx: ServerContext = { store, hub, runs, scheduler, event }
+  app.decorate('fleet', ctx)
+
+  app.addHook('onClose', async () => {
+    scheduler.stop()
+    runs.close()
+    hub.close()
+    store.close()
+  })
+
+  try {
+    await registerAll(app as unknown as FastifyInstance, ctx, opts)
+  } catch (err) {
+    // A server that failed to build must not keep timers or the database open.
+    scheduler.stop()
+    runs.close()
+    hub.close()
+    store.close()
+    throw err
+  }
+  return app as unknown as FastifyInstance
+}
+
+async function registerAll(app: FastifyInstance, ctx: ServerContext, opts: ServerOptions): Promise<void> {
+  const { hub, store } = ctx
+  await app.register(errorsPlugin)
+  app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      const doc: unknown = parseYaml(String(body), { maxAliasCount: 50 })
+      // Through JSON once more, so YAML can smuggle no __proto__ key JSON could not.
+      done(null, sjson.parse(JSON.stringify(doc ?? null), undefined, { protoAction: 'error', constructorAction: 'error' }))
+    } catch (err) {
+      const forbidden = /prototype/i.test((err as Error).message)
+      done(
+        forbidden
+          ? new FaultlineError('FAULTLINE_ERR_FORBIDDEN_KEY', 'the body contains a __proto__ or constructor.prototype key, which is refused')
+          : new FaultlineError('FAULTLINE_ERR_BAD_YAML', `the body is not valid YAML: ${(err as Error).message.split('\n')[0]}`),
+        undefined,
+      )
+    }
+  })
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Faultline server API', version: AGENT_VERSION, description: 'Experiments across a fleet of Faultline agents; halt-all; audit.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+  await app.register(websocket, {
+    // Between MAX_LINK_MESSAGE_BYTES and this, a message is refused with an error and the
+    // connection kept; beyond it the ws library closes the connection (1009): that is abuse.
+    options: { maxPayload: 4 * MAX_LINK_MESSAGE_BYTES, perMessageDeflate: false },
+    // Upgraded sockets are not tracked by the HTTP server: close them here, or close() hangs.
+    preClose: (done) => {
+      hub.close()
+      done()
+    },
+  })
+  await app.register(serverAuthPlugin, { store, ...(opts.adminToken ? { adminToken: opts.adminToken } : {}) })
+  app.get('/healthz', { schema: { summary: 'Liveness (no authentication)', hide: false } }, async () => ({ ok: true, agents: hub.readyIds().length }))
+  await app.register(fleetRoutes, { ctx })
+  await app.register(experimentRoutes, { ctx })
+  await app.register(runRoutes, { ctx })
+  await app.register(adminRoutes, { ctx })
+}

@@ -1,0 +1,44 @@
+import { parseDuration } from '../protocol/duration.js'
+import { ConfigError, isLoopback, type ListenAddress } from '../agent/config.js'
+
+/** The server's settings after flags, FAULTLINE_* variables and the config file are merged. */
+export interface ServerConfig {
+  listen: string
+  stateDir: string
+  lease: string
+  adminTokenFile?: string
+  enrolTokenFile?: string
+  tlsCert?: string
+  tlsKey?: string
+  tlsCa?: string
+  logLevel: string
+}
+
+/**
+ * Security by default, as for the agent: anything but loopback needs TLS, an admin token (the
+ * API) and an enrolment token (agents).
+ */
+export function checkServerExposure(config: ServerConfig, listen: ListenAddress): void {
+  if (Boolean(config.tlsCert) !== Boolean(config.tlsKey)) throw new ConfigError('--tls-cert and --tls-key go together')
+  if (config.tlsCa && !config.tlsCert) throw new ConfigError('--tls-ca (client certificates) needs --tls-cert and --tls-key')
+  if (isLoopback(listen.host)) return
+  const missing = [
+    ...(config.tlsCert && config.tlsKey ? [] : ['--tls-cert and --tls-key']),
+    ...(config.adminTokenFile ? [] : ['--admin-token-file']),
+    ...(config.enrolTokenFile ? [] : ['--enrol-token-file']),
+  ]
+  if (missing.length > 0) {
+    throw new ConfigError(`refusing to listen on ${listen.host}, which is not loopback, without TLS and authentication: give ${missing.join(', ')}`)
+  }
+}
+
+export function checkLease(text: string): number {
+  let ms: number
+  try {
+    ms = parseDuration(text)
+  } catch {
+    ms = 0
+  }
+  if (ms < 1000 || ms > 3_600_000) throw new ConfigError(`--lease ${JSON.stringify(text)} must be a duration between 1s and 1h, e.g. 30s`)
+  return ms
+}

@@ -1,0 +1,143 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { parseDuration } from '../../protocol/duration.js'
+import { FaultlineError } from '../../protocol/errors.js'
+import { ExperimentSchema, type Experiment } from '../../protocol/experiment.js'
+import { faultKindNames, getFaultKind } from '../../agent/faults/registry.js'
+import { targetTypes } from '../../protocol/target.js'
+import type { ServerContext } from '../context.js'
+import { checkSchedule } from '../scheduler.js'
+import { errors, RunSummarySchema } from '../schemas.js'
+import type { ExperimentRow } from '../store.js'
+
+const NameParams = Type.Object({ name: Type.String({ maxLength: 63 }) })
+
+const ExperimentViewSchema = Type.Object(
+  {
+    name: Type.String(),
+    spec: Type.Unknown({ description: 'The experiment as applied (after defaults)' }),
+    createdAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    updatedBy: Type.String(),
+    nextRunAt: Type.Optional(Type.String({ format: 'date-time', description: 'Next scheduled run' })),
+    lastRun: Type.Optional(RunSummarySchema),
+  },
+  { title: 'ExperimentView' },
+)
+
+/** Names an unknown fault kind or target type plainly instead of the union's "must match a schema in anyOf". */
+async function explainUnknownNames(req: { body: unknown }): Promise<void> {
+  const body = req.body as { fault?: { kind?: unknown }; target?: { type?: unknown } } | null
+  if (!body || typeof body !== 'object') return
+  const kind = body.fault && typeof body.fault === 'object' ? body.fault.kind : undefined
+  if (typeof kind === 'string' && !getFaultKind(kind)) {
+    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown fault kind ${JSON.stringify(kind.slice(0, 40))}; known: ${faultKindNames.join(', ')}`)
+  }
+  const type = body.target && typeof body.target === 'object' ? body.target.type : undefined
+  if (typeof type === 'string' && !(targetTypes as readonly string[]).includes(type)) {
+    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown target type ${JSON.stringify(type.slice(0, 40))}; known: ${targetTypes.join(', ')}`)
+  }
+}
+
+/** What the schema cannot say: durations that parse, guard intervals, a usable cron expression. */
+function checkExperiment(spec: Experiment): void {
+  parseDuration(spec.duration)
+  for (const guard of spec.guards ?? []) {
+    if (parseDuration(guard.every) < 100) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `guard every ${guard.every} is too often; at least 100ms`)
+  }
+  if (spec.schedule !== undefined) checkSchedule(spec.schedule)
+}
+
+export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = async (app, { ctx }) => {
+  const { store, runs, scheduler } = ctx
+  const view = (row: ExperimentRow) => {
+    const next = scheduler.nextRun(row.name)
+    const last = store.runs(1, row.name)[0]
+    return {
+      name: row.name,
+      spec: row.spec,
+      createdAt: new Date(row.createdAt).toISOString(),
+      updatedAt: new Date(row.updatedAt).toISOString(),
+      updatedBy: row.updatedBy,
+      ...(next ? { nextRunAt: next.toISOString() } : {}),
+      ...(last
+        ? {
+            lastRun: {
+              id: last.id,
+              experiment: last.experiment,
+              status: last.status,
+              trigger: last.trigger,
+              startedBy: last.startedBy,
+              startedAt: new Date(last.startedAt).toISOString(),
+              ...(last.endedAt ? { endedAt: new Date(last.endedAt).toISOString() } : {}),
+            },
+          }
+        : {}),
+    }
+  }
+
+  app.post(
+    '/v1/experiments',
+    {
+      schema: {
+        summary: 'Create or replace an experiment (JSON, or YAML with content-type application/yaml)',
+        body: ExperimentSchema,
+        response: { 200: ExperimentViewSchema, 201: ExperimentViewSchema, ...errors },
+      },
+      preValidation: explainUnknownNames,
+    },
+    async (req, reply) => {
+      const spec = req.body
+      checkExperiment(spec)
+      const created = store.putExperiment(spec, req.who)
+      scheduler.set(spec.name, spec.schedule)
+      ctx.event('experiment.applied', `experiment ${spec.name} ${created ? 'created' : 'replaced'} by ${req.who}`, { data: { name: spec.name } })
+      reply.status(created ? 201 : 200)
+      return view(store.getExperiment(spec.name)!)
+    },
+  )
+
+  app.get('/v1/experiments', { schema: { summary: 'Every experiment', response: { 200: Type.Object({ experiments: Type.Array(ExperimentViewSchema) }), ...errors } } }, async () => ({
+    experiments: store.experiments().map(view),
+  }))
+
+  app.get('/v1/experiments/:name', { schema: { summary: 'One experiment, with its last run and next scheduled run', params: NameParams, response: { 200: ExperimentViewSchema, ...errors } } }, async (req) => {
+    const row = store.getExperiment(req.params.name)
+    if (!row) throw new FaultlineError('FAULTLINE_ERR_EXPERIMENT_NOT_FOUND', `no experiment "${req.params.name}"`)
+    return view(row)
+  })
+
+  app.delete(
+    '/v1/experiments/:name',
+    {
+      schema: {
+        summary: 'Delete an experiment (its runs are kept; a run in progress goes on until it ends or is aborted)',
+        params: NameParams,
+        response: { 200: Type.Object({ deleted: Type.String() }), ...errors },
+      },
+    },
+    async (req) => {
+      if (!store.deleteExperiment(req.params.name)) throw new FaultlineError('FAULTLINE_ERR_EXPERIMENT_NOT_FOUND', `no experiment "${req.params.name}"`)
+      scheduler.set(req.params.name, undefined)
+      ctx.event('experiment.deleted', `experiment ${req.params.name} deleted by ${req.who}`, { data: { name: req.params.name } })
+      return { deleted: req.params.name }
+    },
+  )
+
+  app.post(
+    '/v1/experiments/:name/runs',
+    {
+      schema: {
+        summary: 'Start a run now',
+        description: 'Picks the hosts (mode among the connected matching agents), sends the injection to each and answers at once; follow it with GET /v1/runs/:id.',
+        params: NameParams,
+        response: { 201: Type.Object({ id: Type.String() }), ...errors },
+      },
+    },
+    async (req, reply) => {
+      const run = runs.start(req.params.name, req.who, 'api')
+      reply.status(201)
+      return { id: run.id }
+    },
+  )
+}

@@ -1,0 +1,565 @@
+import Database from 'better-sqlite3'
+import { createHash } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Experiment } from '../protocol/experiment.js'
+import type { Role } from './roles.js'
+
+/**
+ * The server's state in one SQLite file (better-sqlite3, WAL): agents (with a hashed credential),
+ * experiments, runs, one record per run x host x target, events, API tokens (hashed) and the
+ * audit log. Nothing else to install. Synchronous: a method returning means the row is written.
+ */
+export type RunStatus = 'pending' | 'running' | 'completed' | 'aborted' | 'failed'
+export type RecordStatus = 'sent' | 'active' | 'recovered' | 'failed' | 'aborted' | 'offline' | 'skipped'
+
+export const TERMINAL_RECORD: ReadonlySet<RecordStatus> = new Set(['recovered', 'failed', 'aborted', 'offline', 'skipped'])
+
+export interface AgentRow {
+  id: string
+  hostname: string
+  labels: Record<string, string>
+  version: string
+  capabilities: unknown
+  targets: unknown[]
+  enrolledAt: number
+  lastSeen: number | null
+}
+
+export interface ExperimentRow {
+  name: string
+  spec: Experiment
+  createdAt: number
+  updatedAt: number
+  updatedBy: string
+}
+
+export interface RunRow {
+  id: string
+  experiment: string
+  spec: Experiment
+  status: RunStatus
+  trigger: string
+  startedBy: string
+  startedAt: number
+  endedAt: number | null
+  deadlineAt: number
+  abortRequestedAt: number | null
+  abortedBy: string | null
+  /** Hosts matched / chosen, and the mode, for the record of why these hosts. */
+  selection: { matched: number; connected: number; chosen: number; mode: string }
+}
+
+export interface RecordRow {
+  seq: number
+  runId: string
+  agentId: string
+  requestId: string
+  injectionId: string
+  target: string
+  targetKey: string
+  status: RecordStatus
+  reason: string
+  error: { code: string; message: string } | null
+  updatedAt: number
+}
+
+export interface EventRow {
+  id: number
+  at: number
+  type: string
+  agentId: string | null
+  runId: string | null
+  message: string
+  data: unknown
+}
+
+export interface TokenRow {
+  id: string
+  name: string
+  role: Role
+  createdAt: number
+  createdBy: string
+  lastUsedAt: number | null
+}
+
+export interface AuditRow {
+  id: number
+  at: number
+  who: string
+  role: string
+  method: string
+  route: string
+  url: string
+  status: number
+  outcome: string
+  source: string
+}
+
+const SCHEMA_VERSION = 1
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex')
+}
+
+const json = (v: unknown) => JSON.stringify(v)
+
+export class Store {
+  readonly path: string
+  readonly db: Database.Database
+  readonly #s: ReturnType<Store['prepare']>
+
+  constructor(stateDir: string) {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 })
+    this.path = join(stateDir, 'server.sqlite')
+    this.db = new Database(this.path)
+    this.db.pragma('journal_mode = WAL')
+    // NORMAL is durable across a process crash in WAL mode; the agents' journals hold the truth
+    // about what is on each host, so the server trades power-cut durability for write speed.
+    this.db.pragma('synchronous = NORMAL')
+    this.db.pragma('busy_timeout = 5000')
+    this.db.pragma('foreign_keys = ON')
+    this.migrate()
+    this.#s = this.prepare()
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`server database ${this.path} has schema version ${version}, newer than this server understands (${SCHEMA_VERSION}); upgrade the server`)
+    }
+    if (version < 1) {
+      this.db.exec(`
+        CREATE TABLE agents (
+          id           TEXT PRIMARY KEY,
+          secret_hash  TEXT NOT NULL,
+          hostname     TEXT NOT NULL DEFAULT '',
+          labels       TEXT NOT NULL DEFAULT '{}',
+          version      TEXT NOT NULL DEFAULT '',
+          capabilities TEXT,
+          targets      TEXT NOT NULL DEFAULT '[]',
+          enrolled_at  INTEGER NOT NULL,
+          last_seen    INTEGER
+        );
+        CREATE TABLE experiments (
+          name       TEXT PRIMARY KEY,
+          spec       TEXT NOT NULL,
+          created_at INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL,
+          updated_by TEXT NOT NULL
+        );
+        CREATE TABLE runs (
+          id                 TEXT PRIMARY KEY,
+          experiment         TEXT NOT NULL,
+          spec               TEXT NOT NULL,
+          status             TEXT NOT NULL,
+          trigger            TEXT NOT NULL,
+          started_by         TEXT NOT NULL,
+          started_at         INTEGER NOT NULL,
+          ended_at           INTEGER,
+          deadline_at        INTEGER NOT NULL,
+          abort_requested_at INTEGER,
+          aborted_by         TEXT,
+          selection          TEXT NOT NULL
+        );
+        CREATE INDEX runs_experiment ON runs(experiment, started_at);
+        CREATE INDEX runs_open ON runs(status) WHERE status IN ('pending', 'running');
+        CREATE TABLE records (
+          seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+          run_id       TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          agent_id     TEXT NOT NULL,
+          request_id   TEXT NOT NULL,
+          injection_id TEXT NOT NULL DEFAULT '',
+          target       TEXT NOT NULL DEFAULT '',
+          target_key   TEXT NOT NULL DEFAULT '',
+          status       TEXT NOT NULL,
+          reason       TEXT NOT NULL DEFAULT '',
+          error        TEXT,
+          updated_at   INTEGER NOT NULL,
+          UNIQUE (run_id, agent_id, injection_id)
+        );
+        CREATE INDEX records_request ON records(agent_id, request_id);
+        CREATE TABLE events (
+          id       INTEGER PRIMARY KEY AUTOINCREMENT,
+          at       INTEGER NOT NULL,
+          type     TEXT NOT NULL,
+          agent_id TEXT,
+          run_id   TEXT,
+          message  TEXT NOT NULL,
+          data     TEXT
+        );
+        CREATE TABLE tokens (
+          id           TEXT PRIMARY KEY,
+          name         TEXT NOT NULL,
+          role         TEXT NOT NULL,
+          hash         TEXT NOT NULL UNIQUE,
+          created_at   INTEGER NOT NULL,
+          created_by   TEXT NOT NULL,
+          last_used_at INTEGER
+        );
+        CREATE TABLE audit (
+          id      INTEGER PRIMARY KEY AUTOINCREMENT,
+          at      INTEGER NOT NULL,
+          who     TEXT NOT NULL,
+          role    TEXT NOT NULL,
+          method  TEXT NOT NULL,
+          route   TEXT NOT NULL,
+          url     TEXT NOT NULL,
+          status  INTEGER NOT NULL,
+          outcome TEXT NOT NULL,
+          source  TEXT NOT NULL
+        );
+        PRAGMA user_version = 1;
+      `)
+    }
+  }
+
+  private prepare() {
+    const db = this.db
+    return {
+      agentGet: db.prepare('SELECT * FROM agents WHERE id = ?'),
+      agentAll: db.prepare('SELECT * FROM agents ORDER BY id'),
+      agentInsert: db.prepare('INSERT INTO agents (id, secret_hash, hostname, enrolled_at) VALUES (?, ?, ?, ?)'),
+      agentHello: db.prepare('UPDATE agents SET hostname = ?, labels = ?, version = ?, capabilities = ?, targets = ?, last_seen = ? WHERE id = ?'),
+      agentSeen: db.prepare('UPDATE agents SET last_seen = ? WHERE id = ?'),
+      agentDelete: db.prepare('DELETE FROM agents WHERE id = ?'),
+      expGet: db.prepare('SELECT * FROM experiments WHERE name = ?'),
+      expAll: db.prepare('SELECT * FROM experiments ORDER BY name'),
+      expUpsert: db.prepare(`
+        INSERT INTO experiments (name, spec, created_at, updated_at, updated_by) VALUES (@name, @spec, @now, @now, @who)
+        ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at, updated_by = excluded.updated_by`),
+      expDelete: db.prepare('DELETE FROM experiments WHERE name = ?'),
+      runInsert: db.prepare(`
+        INSERT INTO runs (id, experiment, spec, status, trigger, started_by, started_at, deadline_at, selection)
+        VALUES (@id, @experiment, @spec, @status, @trigger, @startedBy, @startedAt, @deadlineAt, @selection)`),
+      runGet: db.prepare('SELECT * FROM runs WHERE id = ?'),
+      runList: db.prepare('SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?'),
+      runListByExp: db.prepare('SELECT * FROM runs WHERE experiment = ? ORDER BY started_at DESC, rowid DESC LIMIT ?'),
+      runOpen: db.prepare("SELECT * FROM runs WHERE status IN ('pending', 'running') ORDER BY started_at"),
+      runOpenByExp: db.prepare("SELECT * FROM runs WHERE experiment = ? AND status IN ('pending', 'running')"),
+      runEnd: db.prepare('UPDATE runs SET status = ?, ended_at = ? WHERE id = ?'),
+      runAbort: db.prepare('UPDATE runs SET abort_requested_at = ?, aborted_by = ?, deadline_at = MIN(deadline_at, ?) WHERE id = ? AND abort_requested_at IS NULL'),
+      recInsert: db.prepare(`
+        INSERT INTO records (run_id, agent_id, request_id, injection_id, target, target_key, status, reason, error, updated_at)
+        VALUES (@runId, @agentId, @requestId, @injectionId, @target, @targetKey, @status, @reason, @error, @updatedAt)
+        ON CONFLICT(run_id, agent_id, injection_id) DO UPDATE SET target = excluded.target, target_key = excluded.target_key,
+          status = excluded.status, reason = excluded.reason, error = excluded.error, updated_at = excluded.updated_at`),
+      recByRun: db.prepare('SELECT * FROM records WHERE run_id = ? ORDER BY agent_id, seq'),
+      recByRequest: db.prepare('SELECT * FROM records WHERE agent_id = ? AND request_id = ? ORDER BY seq'),
+      recByInjection: db.prepare('SELECT * FROM records WHERE agent_id = ? AND injection_id = ?'),
+      recPlaceholderDelete: db.prepare("DELETE FROM records WHERE agent_id = ? AND request_id = ? AND injection_id = ''"),
+      recOpenByAgent: db.prepare(`
+        SELECT records.* FROM records JOIN runs ON runs.id = records.run_id
+        WHERE records.agent_id = ? AND records.status IN ('sent', 'active') ORDER BY records.seq`),
+      recSetStatus: db.prepare('UPDATE records SET status = ?, reason = ?, error = ?, updated_at = ? WHERE seq = ?'),
+      eventInsert: db.prepare('INSERT INTO events (at, type, agent_id, run_id, message, data) VALUES (?, ?, ?, ?, ?, ?)'),
+      eventList: db.prepare('SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?'),
+      eventLatest: db.prepare('SELECT * FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id'),
+      tokenInsert: db.prepare('INSERT INTO tokens (id, name, role, hash, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)'),
+      tokenByHash: db.prepare('SELECT * FROM tokens WHERE hash = ?'),
+      tokenAll: db.prepare('SELECT * FROM tokens ORDER BY created_at, id'),
+      tokenDelete: db.prepare('DELETE FROM tokens WHERE id = ?'),
+      tokenUsed: db.prepare('UPDATE tokens SET last_used_at = ? WHERE id = ?'),
+      auditInsert: db.prepare('INSERT INTO audit (at, who, role, method, route, url, status, outcome, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      auditList: db.prepare('SELECT * FROM (SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?) ORDER BY id'),
+    }
+  }
+
+  // ---- agents ------------------------------------------------------------------------------
+
+  getAgent(id: string): AgentRow | undefined {
+    const r = this.#s.agentGet.get(id) as RawAgent | undefined
+    return r && decodeAgent(r)
+  }
+
+  agentSecretHash(id: string): string | undefined {
+    return (this.#s.agentGet.get(id) as RawAgent | undefined)?.secret_hash
+  }
+
+  agents(): AgentRow[] {
+    return (this.#s.agentAll.all() as RawAgent[]).map(decodeAgent)
+  }
+
+  insertAgent(id: string, secret: string, hostname: string): void {
+    this.#s.agentInsert.run(id, sha256(secret), hostname, Date.now())
+  }
+
+  recordHello(id: string, hello: { hostname: string; labels: Record<string, string>; version: string; capabilities: unknown; targets: unknown[] }): void {
+    this.#s.agentHello.run(hello.hostname, json(hello.labels), hello.version, json(hello.capabilities), json(hello.targets), Date.now(), id)
+  }
+
+  agentSeen(id: string, at = Date.now()): void {
+    this.#s.agentSeen.run(at, id)
+  }
+
+  deleteAgent(id: string): boolean {
+    return this.#s.agentDelete.run(id).changes > 0
+  }
+
+  // ---- experiments -------------------------------------------------------------------------
+
+  getExperiment(name: string): ExperimentRow | undefined {
+    const r = this.#s.expGet.get(name) as RawExperiment | undefined
+    return r && decodeExperiment(r)
+  }
+
+  experiments(): ExperimentRow[] {
+    return (this.#s.expAll.all() as RawExperiment[]).map(decodeExperiment)
+  }
+
+  /** Returns true when the experiment is new. */
+  putExperiment(spec: Experiment, who: string): boolean {
+    const existed = this.#s.expGet.get(spec.name) !== undefined
+    this.#s.expUpsert.run({ name: spec.name, spec: json(spec), now: Date.now(), who })
+    return !existed
+  }
+
+  deleteExperiment(name: string): boolean {
+    return this.#s.expDelete.run(name).changes > 0
+  }
+
+  // ---- runs and records --------------------------------------------------------------------
+
+  insertRun(run: Omit<RunRow, 'endedAt' | 'abortRequestedAt' | 'abortedBy'>, records: Omit<RecordRow, 'seq'>[]): void {
+    this.db.transaction(() => {
+      this.#s.runInsert.run({ ...run, spec: json(run.spec), selection: json(run.selection) })
+      for (const r of records) this.#insertRecord(r)
+    })()
+  }
+
+  getRun(id: string): RunRow | undefined {
+    const r = this.#s.runGet.get(id) as RawRun | undefined
+    return r && decodeRun(r)
+  }
+
+  runs(limit: number, experiment?: string): RunRow[] {
+    const raws = experiment ? this.#s.runListByExp.all(experiment, limit) : this.#s.runList.all(limit)
+    return (raws as RawRun[]).map(decodeRun)
+  }
+
+  openRuns(experiment?: string): RunRow[] {
+    const raws = experiment ? this.#s.runOpenByExp.all(experiment) : this.#s.runOpen.all()
+    return (raws as RawRun[]).map(decodeRun)
+  }
+
+  endRun(id: string, status: RunStatus): void {
+    this.#s.runEnd.run(status, Date.now(), id)
+  }
+
+  /** Marks the abort (once); the run's deadline is brought forward to `deadlineAt`. */
+  requestAbort(id: string, who: string, deadlineAt: number): boolean {
+    return this.#s.runAbort.run(Date.now(), who, deadlineAt, id).changes > 0
+  }
+
+  records(runId: string): RecordRow[] {
+    return (this.#s.recByRun.all(runId) as RawRecord[]).map(decodeRecord)
+  }
+
+  recordsOfRequest(agentId: string, requestId: string): RecordRow[] {
+    return (this.#s.recByRequest.all(agentId, requestId) as RawRecord[]).map(decodeRecord)
+  }
+
+  recordOfInjection(agentId: string, injectionId: string): RecordRow | undefined {
+    const r = this.#s.recByInjection.get(agentId, injectionId) as RawRecord | undefined
+    return r && decodeRecord(r)
+  }
+
+  /** Records of this agent that the server believes are still under way (sent or active). */
+  openRecordsOfAgent(agentId: string): RecordRow[] {
+    return (this.#s.recOpenByAgent.all(agentId) as RawRecord[]).map(decodeRecord)
+  }
+
+  /**
+   * Writes what an agent said about one injection of a request: the placeholder written when
+   * the inject was sent (no injection id yet) gives way to one record per concrete target.
+   */
+  upsertRecord(r: Omit<RecordRow, 'seq'>): void {
+    this.db.transaction(() => {
+      if (r.injectionId !== '') this.#s.recPlaceholderDelete.run(r.agentId, r.requestId)
+      this.#insertRecord(r)
+    })()
+  }
+
+  setRecordStatus(seq: number, status: RecordStatus, reason: string, error: { code: string; message: string } | null): void {
+    this.#s.recSetStatus.run(status, reason, error ? json(error) : null, Date.now(), seq)
+  }
+
+  #insertRecord(r: Omit<RecordRow, 'seq'>): void {
+    this.#s.recInsert.run({ ...r, error: r.error ? json(r.error) : null })
+  }
+
+  // ---- events, tokens, audit ----------------------------------------------------------------
+
+  addEvent(type: string, message: string, refs: { agentId?: string; runId?: string; data?: unknown } = {}): EventRow {
+    const at = Date.now()
+    const info = this.#s.eventInsert.run(at, type, refs.agentId ?? null, refs.runId ?? null, message, refs.data === undefined ? null : json(refs.data))
+    return { id: Number(info.lastInsertRowid), at, type, agentId: refs.agentId ?? null, runId: refs.runId ?? null, message, data: refs.data ?? null }
+  }
+
+  /** Events after `afterId` (oldest first), or the latest `limit` when afterId is undefined. */
+  events(afterId: number | undefined, limit: number): EventRow[] {
+    const raws = afterId === undefined ? this.#s.eventLatest.all(limit) : this.#s.eventList.all(afterId, limit)
+    return (raws as RawEvent[]).map((r) => ({
+      id: r.id,
+      at: r.at,
+      type: r.type,
+      agentId: r.agent_id,
+      runId: r.run_id,
+      message: r.message,
+      data: r.data === null ? null : JSON.parse(r.data),
+    }))
+  }
+
+  insertToken(id: string, name: string, role: Role, secret: string, createdBy: string): TokenRow {
+    const createdAt = Date.now()
+    this.#s.tokenInsert.run(id, name, role, sha256(secret), createdAt, createdBy)
+    return { id, name, role, createdAt, createdBy, lastUsedAt: null }
+  }
+
+  /** The token whose secret hashes to this; lookups go by hash, so no secret is ever compared. */
+  tokenBySecret(secret: string): TokenRow | undefined {
+    const r = this.#s.tokenByHash.get(sha256(secret)) as RawToken | undefined
+    return r && decodeToken(r)
+  }
+
+  tokens(): TokenRow[] {
+    return (this.#s.tokenAll.all() as RawToken[]).map(decodeToken)
+  }
+
+  deleteToken(id: string): boolean {
+    return this.#s.tokenDelete.run(id).changes > 0
+  }
+
+  tokenUsed(id: string): void {
+    this.#s.tokenUsed.run(Date.now(), id)
+  }
+
+  audit(entry: Omit<AuditRow, 'id' | 'at'>): void {
+    this.#s.auditInsert.run(Date.now(), entry.who, entry.role, entry.method, entry.route, entry.url, entry.status, entry.outcome, entry.source)
+  }
+
+  auditLog(afterId: number, limit: number): AuditRow[] {
+    return this.#s.auditList.all(afterId, limit) as AuditRow[]
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+}
+
+interface RawAgent {
+  id: string
+  secret_hash: string
+  hostname: string
+  labels: string
+  version: string
+  capabilities: string | null
+  targets: string
+  enrolled_at: number
+  last_seen: number | null
+}
+interface RawExperiment {
+  name: string
+  spec: string
+  created_at: number
+  updated_at: number
+  updated_by: string
+}
+interface RawRun {
+  id: string
+  experiment: string
+  spec: string
+  status: RunStatus
+  trigger: string
+  started_by: string
+  started_at: number
+  ended_at: number | null
+  deadline_at: number
+  abort_requested_at: number | null
+  aborted_by: string | null
+  selection: string
+}
+interface RawRecord {
+  seq: number
+  run_id: string
+  agent_id: string
+  request_id: string
+  injection_id: string
+  target: string
+  target_key: string
+  status: RecordStatus
+  reason: string
+  error: string | null
+  updated_at: number
+}
+interface RawEvent {
+  id: number
+  at: number
+  type: string
+  agent_id: string | null
+  run_id: string | null
+  message: string
+  data: string | null
+}
+interface RawToken {
+  id: string
+  name: string
+  role: Role
+  created_at: number
+  created_by: string
+  last_used_at: number | null
+}
+
+function decodeAgent(r: RawAgent): AgentRow {
+  return {
+    id: r.id,
+    hostname: r.hostname,
+    labels: JSON.parse(r.labels) as Record<string, string>,
+    version: r.version,
+    capabilities: r.capabilities === null ? null : JSON.parse(r.capabilities),
+    targets: JSON.parse(r.targets) as unknown[],
+    enrolledAt: r.enrolled_at,
+    lastSeen: r.last_seen,
+  }
+}
+
+function decodeExperiment(r: RawExperiment): ExperimentRow {
+  return { name: r.name, spec: JSON.parse(r.spec) as Experiment, createdAt: r.created_at, updatedAt: r.updated_at, updatedBy: r.updated_by }
+}
+
+function decodeRun(r: RawRun): RunRow {
+  return {
+    id: r.id,
+    experiment: r.experiment,
+    spec: JSON.parse(r.spec) as Experiment,
+    status: r.status,
+    trigger: r.trigger,
+    startedBy: r.started_by,
+    startedAt: r.started_at,
+    endedAt: r.ended_at,
+    deadlineAt: r.deadline_at,
+    abortRequestedAt: r.abort_requested_at,
+    abortedBy: r.aborted_by,
+    selection: JSON.parse(r.selection) as RunRow['selection'],
+  }
+}
+
+function decodeRecord(r: RawRecord): RecordRow {
+  return {
+    seq: r.seq,
+    runId: r.run_id,
+    agentId: r.agent_id,
+    requestId: r.request_id,
+    injectionId: r.injection_id,
+    target: r.target,
+    targetKey: r.target_key,
+    status: r.status,
+    reason: r.reason,
+    error: r.error === null ? null : (JSON.parse(r.error) as { code: string; message: string }),
+    updatedAt: r.updated_at,
+  }
+}
+
+function decodeToken(r: RawToken): TokenRow {
+  return { id: r.id, name: r.name, role: r.role, createdAt: r.created_at, createdBy: r.created_by, lastUsedAt: r.last_used_at }
+}
