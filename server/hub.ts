@@ -217,7 +217,7 @@ export class Hub extends EventEmitter<HubEvents> {
       case 'inject-result':
       case 'ack': {
         const pending = session.pending.get(message.requestId)
-        if (!pending) return this.#violation(session, 'FAULTLINE_ERR_LINK_ORDER', `no request "${message.requestId}" is waiting for an answer (late, or never sent)`)
+        if (!pending) return this.#violation(session, 'FAULTLINE_ERR_LINK_ORDER', `no request "${message.requestId}" is waiting for an answer (late, or never sent)`, message.requestId)
         session.pending.delete(message.requestId)
         clearTimeout(pending.timer)
         pending.resolve(message)

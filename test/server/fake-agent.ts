@@ -1,8 +1,9 @@
-// A fake agent for in-process server tests: it speaks the link protocol through app.injectWS
-// (no port), answers inject / recover / halt the way a real agent would, and can send anything
+// A fake agent for server tests: it speaks the link protocol over a real WebSocket to a server
+// listening on loopback (app.injectWS never settles when the upgrade is refused), answers
+// inject / recover / halt the way a real agent would, and can send anything
 // else a test wants, valid or not.
 import type { FastifyInstance } from 'fastify'
-import type { WebSocket } from 'ws'
+import WebSocket from 'ws'
 import { LINK_PROTOCOL_VERSION, type ServerMessage } from '../../protocol/link.js'
 import { waitFor } from '../helpers.js'
 
@@ -63,6 +64,26 @@ export interface FakeAgent {
   closed: Promise<{ code: number; reason: string }>
 }
 
+/** ws:// address of the agent link of a server that listens (on loopback). */
+export function linkUrl(app: FastifyInstance): string {
+  const address = app.server.address()
+  if (!address || typeof address === 'string') throw new Error('the server does not listen on a TCP port')
+  return `ws://127.0.0.1:${address.port}/v1/agents/connect`
+}
+
+/** Opens a link socket with these upgrade headers; rejects with "Unexpected server response: 401" when refused. */
+export function openLink(app: FastifyInstance, headers: Record<string, string>, onInit?: (ws: WebSocket) => void): Promise<WebSocket> {
+  const ws = new WebSocket(linkUrl(app), { headers, perMessageDeflate: false })
+  onInit?.(ws)
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws))
+    ws.once('error', (err) => {
+      ws.terminate()
+      reject(err)
+    })
+  })
+}
+
 export async function connectFake(
   app: FastifyInstance,
   opts: { name: string; authorization?: string; labels?: Record<string, string>; autoHello?: boolean; answer?: boolean },
@@ -70,16 +91,10 @@ export async function connectFake(
   const received: ServerMessage[] = []
   let resolveClosed!: (v: { code: number; reason: string }) => void
   const closed = new Promise<{ code: number; reason: string }>((r) => (resolveClosed = r))
-  const ws = await app.injectWS(
-    '/v1/agents/connect',
-    { headers: { 'x-faultline-agent-name': opts.name, ...(opts.authorization ? { authorization: opts.authorization } : {}) } },
-    {
-      onInit: (socket) => {
-        socket.on('message', (data: Buffer) => received.push(JSON.parse(data.toString()) as ServerMessage))
-        socket.on('close', (code: number, reason: Buffer) => resolveClosed({ code, reason: reason.toString() }))
-      },
-    },
-  )
+  const ws = await openLink(app, { 'x-faultline-agent-name': opts.name, ...(opts.authorization ? { authorization: opts.authorization } : {}) }, (socket) => {
+    socket.on('message', (data: Buffer) => received.push(JSON.parse(data.toString()) as ServerMessage))
+    socket.on('close', (code: number, reason: Buffer) => resolveClosed({ code, reason: reason.toString() }))
+  })
   const welcome = await waitFor('welcome', () => received.find((m) => m.type === 'welcome') as Extract<ServerMessage, { type: 'welcome' }> | undefined)
   const open = new Map<string, ReturnType<typeof fakeInjection>>()
   const send = (message: unknown) => ws.send(typeof message === 'string' || Buffer.isBuffer(message) ? message : JSON.stringify(message))

@@ -1,11 +1,11 @@
-// The agent link on the server, driven by fake agents through app.injectWS (no port):
+// The agent link on the server, driven by fake agents over loopback WebSockets:
 // enrolment and credentials, bad messages that harm nobody else, host selection per mode,
 // and the reconciliation after a reconnect. Real agents: fleet.test.ts.
 import t from 'tap'
 import { LINK_PROTOCOL_VERSION, MAX_LINK_MESSAGE_BYTES } from '../../protocol/link.js'
 import { buildServer } from '../../server/app.js'
 import { tmpDir, waitFor, type TestLike } from '../helpers.js'
-import { connectFake, fakeInjection, type FakeAgent } from './fake-agent.js'
+import { connectFake, fakeInjection, openLink, type FakeAgent } from './fake-agent.js'
 
 const ENROL = 'enrol-token-for-tests-0123456789'
 const enrol = `Bearer ${ENROL}`
@@ -13,6 +13,7 @@ const enrol = `Bearer ${ENROL}`
 async function server(t: TestLike, leaseMs = 3_000) {
   const app = await buildServer({ stateDir: tmpDir(t), enrolToken: ENROL, leaseMs })
   t.teardown(() => app.close())
+  await app.listen({ host: '127.0.0.1', port: 0 })
   return app
 }
 
@@ -34,8 +35,8 @@ const getRun = async (app: App, id: string) => (await app.inject({ method: 'GET'
 
 t.test('enrolment: a token to join, then the agent\'s own credential', async (t) => {
   const app = await server(t)
-  await t.rejects(app.injectWS('/v1/agents/connect', { headers: {} }), /401/, 'no credentials')
-  await t.rejects(app.injectWS('/v1/agents/connect', { headers: { authorization: 'Bearer wrong-wrong-wrong-wrong' } }), /401/, 'wrong enrolment token')
+  await t.rejects(openLink(app, {}), /401/, 'no credentials')
+  await t.rejects(openLink(app, { authorization: 'Bearer wrong-wrong-wrong-wrong' }), /401/, 'wrong enrolment token')
   const first = await connectFake(app, { name: 'db-1', authorization: enrol })
   t.equal(first.id, 'db-1', 'the proposed name becomes the id')
   t.ok(first.credential && first.credential.length >= 32, 'a credential of its own')
@@ -46,8 +47,8 @@ t.test('enrolment: a token to join, then the agent\'s own credential', async (t)
   const again = await connectFake(app, { name: 'ignored', authorization: `Agent db-1:${first.credential}` })
   t.equal(again.id, 'db-1')
   t.equal(again.credential, undefined, 'no new credential on reconnect')
-  await t.rejects(app.injectWS('/v1/agents/connect', { headers: { authorization: 'Agent db-1:not-the-secret' } }), /401/)
-  await t.rejects(app.injectWS('/v1/agents/connect', { headers: { authorization: `Agent nobody:${first.credential}` } }), /401/)
+  await t.rejects(openLink(app, { authorization: 'Agent db-1:not-the-secret' }), /401/)
+  await t.rejects(openLink(app, { authorization: `Agent nobody:${first.credential}` }), /401/)
   const agents = (await app.inject({ method: 'GET', url: '/v1/agents' })).json().agents as { id: string; connected: boolean; kinds: string[] }[]
   t.same(agents.map((a) => [a.id, a.connected]).sort(), [['db-1', true], [twin.id, true]].sort())
   t.same(agents[0]!.kinds, ['process-stop'])
