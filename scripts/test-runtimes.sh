@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Starts and stops the container runtimes the container tests use: containerd, dockerd and
-# podman's Docker-compatible API service, each with state of its own, plus a busybox test
+# podman's Docker-compatible API service (containerd and dockerd with state of their own;
+# podman on the host's storage, so only labelled containers are touched), plus a busybox test
 # image built locally (no registry is reachable) and loaded into all three.
 #
 #   scripts/test-runtimes.sh start   # idempotent: starts what is not running, (re)loads the image
-#   scripts/test-runtimes.sh stop    # removes test containers, stops what start started
+#   scripts/test-runtimes.sh stop    # removes test containers, stops what start started, removes
+#                                    # the runtimes' cgroups; exits 1 listing anything left behind
 #   scripts/test-runtimes.sh status
 #
 # Needs root and the Debian packages containerd, runc, docker.io, podman, busybox-static.
@@ -50,6 +52,16 @@ build_image() { # a docker-archive tarball: /bin/busybox and its applet links, n
   rm -rf "$dir"
 }
 
+# podman's default rlimits (nofile, nproc 1048576) exceed what this host grants (no
+# CAP_SYS_RESOURCE; DESIGN.md section 6), so every container created through the API service
+# would fail with "error setting rlimits". The service gets a containers.conf of its own with
+# 4096 instead. CONTAINERS_CONF replaces every other containers.conf, so the service runs on
+# podman's built-in defaults plus these limits, whatever the host's files say. (The podman CLI
+# in the tests passes the same limits as --ulimit.)
+podman_conf() {
+  printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n' > "$STATE/containers.conf"
+}
+
 start() {
   mkdir -p "$STATE" /run/podman
   if ! running containerd; then
@@ -66,8 +78,9 @@ start() {
     wait_for_socket "$DOCKER_SOCK" dockerd "$STATE/dockerd.pid"
   fi
   if ! running podman; then
-    log "starting podman system service"
-    podman system service --time=0 "unix://$PODMAN_SOCK" > "$STATE/podman.log" 2>&1 &
+    log "starting podman system service (default ulimits nofile and nproc 4096)"
+    podman_conf
+    CONTAINERS_CONF="$STATE/containers.conf" podman system service --time=0 "unix://$PODMAN_SOCK" > "$STATE/podman.log" 2>&1 &
     echo $! > "$STATE/podman.pid"
     wait_for_socket "$PODMAN_SOCK" podman "$STATE/podman.pid"
   fi
@@ -80,11 +93,13 @@ start() {
 }
 
 remove_test_containers() {
+  # dockerd runs on a data root of its own: every container in it is a test's.
   if [ -S "$DOCKER_SOCK" ]; then
-    docker ps -aq --filter label=faultline-test | xargs -r docker rm -f > /dev/null 2>&1 || true
+    docker ps -aq | xargs -r docker rm -f -v > /dev/null 2>&1 || true
   fi
+  # podman shares the host's storage: only what the tests and benchmarks labelled.
   if command -v podman > /dev/null; then
-    podman ps -aq --filter label=faultline-test | xargs -r podman rm -f -t 0 > /dev/null 2>&1 || true
+    podman ps -aq --filter label=faultline-test | xargs -r podman rm -f -v -t 0 > /dev/null 2>&1 || true
   fi
   if [ -S "$CONTAINERD_SOCK" ]; then
     for id in $(ctr -n "$CTR_NS" containers ls -q 2>/dev/null); do
@@ -99,23 +114,52 @@ remove_test_containers() {
 
 # Test containers still there (asked while the daemons run), one line each.
 leftover_containers() {
-  if [ -S "$DOCKER_SOCK" ]; then docker ps -aq --filter label=faultline-test 2>/dev/null | sed 's/^/docker container /' || true; fi
+  if [ -S "$DOCKER_SOCK" ]; then docker ps -aq 2>/dev/null | sed 's/^/docker container /' || true; fi
   if command -v podman > /dev/null; then podman ps -aq --filter label=faultline-test 2>/dev/null | sed 's/^/podman container /' || true; fi
   if [ -S "$CONTAINERD_SOCK" ]; then ctr -n "$CTR_NS" containers ls -q 2>/dev/null | sed 's/^/containerd container /' || true; fi
 }
 
-shim_pids() { pgrep -f "containerd-shim-runc-v2 -namespace $CTR_NS " || true; }
+# Shims of the test namespace and of docker's ("moby"): both are this containerd's.
+shim_pids() { pgrep -f "containerd-shim-runc-v2 -namespace ($CTR_NS|moby) " || true; }
 
-# Daemons, shims and mounts still there once everything was stopped, one line each.
+# The parent cgroups the runtimes create under every hierarchy (cgroupfs drivers): dockerd's
+# "docker", ctr's "<namespace>" and podman's "libpod_parent" (its containers and conmon).
+# runc removes a container's own cgroup, never these.
+CGROUP_PARENTS="docker $CTR_NS libpod_parent"
+cgroup_roots() { awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts; }
+
+# Removes those parents once they hold no process (rmdir refuses a cgroup that does), deepest
+# first; a cgroup that cannot go is reported by leftovers.
+remove_cgroups() {
+  local root parent
+  for root in $(cgroup_roots); do
+    for parent in $CGROUP_PARENTS; do
+      [ -d "$root/$parent" ] || continue
+      find "$root/$parent" -depth -type d -exec rmdir {} \; 2> /dev/null || true
+    done
+  done
+}
+
+# Daemons, shims, monitors, mounts, network namespaces and cgroups still there once everything
+# was stopped, one line each.
 leftovers() {
-  local daemon
+  local daemon root parent
   for daemon in podman dockerd containerd; do
     if running "$daemon"; then echo "$daemon still running (pid $(cat "$STATE/$daemon.pid"))"; fi
   done
-  shim_pids | sed 's/^/containerd shim of the test namespace, pid /'
-  # overlay and netns mounts of the daemons' own state
-  awk -v a="$STATE/" -v b=/run/faultline-test-docker/ -v c="/run/containerd/io.containerd.runtime.v2.task/$CTR_NS/" \
-    'index($2, a) == 1 || index($2, b) == 1 || index($2, c) == 1 { print "mount " $2 }' /proc/self/mounts
+  shim_pids | sed 's/^/containerd shim, pid /'
+  { pgrep -x conmon || true; } | sed 's/^/podman conmon, pid /'
+  # overlay, shm and netns mounts of the daemons' state (podman's is the host's storage)
+  awk -v a="$STATE/" -v b=/run/faultline-test-docker/ -v c=/run/containerd/io.containerd.runtime.v2.task/ \
+    -v d=/var/lib/containers/storage/overlay/ -v e=/run/containers/storage/ -v f=/run/netns/netns- \
+    'index($2, a) == 1 || index($2, b) == 1 || index($2, c) == 1 || index($2, d) == 1 || index($2, e) == 1 || index($2, f) == 1 { print "mount " $2 }' /proc/self/mounts
+  # podman's named network namespaces (netns-<uuid>), mounted or not
+  find /run/netns -maxdepth 1 -name 'netns-*' 2> /dev/null | sed 's/^/netns /'
+  for root in $(cgroup_roots); do
+    for parent in $CGROUP_PARENTS; do
+      if [ -d "$root/$parent" ]; then echo "cgroup $root/$parent"; fi
+    done
+  done
 }
 
 stop() {
@@ -134,6 +178,12 @@ stop() {
   # containerd-shims outlive containerd by design; the containers are gone, so are they soon
   for _ in $(seq 1 30); do [ -n "$(shim_pids)" ] || break; sleep 0.1; done
   for pid in $(shim_pids); do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 30); do [ -n "$(shim_pids)" ] || break; sleep 0.1; done
+  # A socket file without its daemon would make the tests try it rather than say it is stopped.
+  running podman || rm -f "$PODMAN_SOCK"
+  running dockerd || rm -f "$DOCKER_SOCK"
+  running containerd || rm -f "$CONTAINERD_SOCK"
+  remove_cgroups
   local left
   left=$(printf '%s\n%s' "$containers_left" "$(leftovers)" | sed '/^$/d')
   if [ -n "$left" ]; then
@@ -141,7 +191,7 @@ stop() {
     sed 's/^/  /' <<< "$left" >&2
     return 1
   fi
-  log "stopped: no test containers, daemons, shims or mounts left"
+  log "stopped: no test containers, daemons, shims, conmon, mounts, netns or cgroups left"
 }
 
 status() {
