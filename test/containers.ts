@@ -156,11 +156,14 @@ export interface RunOptions {
   name?: string
   /** Added to faultline-test=1. */
   labels?: Record<string, string>
+  /** Instead of the image's command (sleep 3600), e.g. ['sh', '-c', '...']. */
+  command?: string[]
 }
 
 /**
- * Runs a container of TEST_IMAGE (its command: sleep 3600) with no network, and resolves once it
- * runs, with its id, name and init pid. Removed at teardown, also when this call fails halfway.
+ * Runs a container of TEST_IMAGE (its command: sleep 3600, or opts.command) with no network,
+ * and resolves once it runs, with its id, name and init pid. Removed at teardown, also when this
+ * call fails halfway.
  */
 export async function runContainer(t: TestLike, runtime: TestRuntime, opts: RunOptions = {}): Promise<TestContainer> {
   const reason = runtimeUnavailable(runtime)
@@ -170,21 +173,22 @@ export async function runContainer(t: TestLike, runtime: TestRuntime, opts: RunO
   const name = opts.name ?? uniqueName()
   const labels = { 'faultline-test': '1', ...opts.labels }
   const labelArgs = Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])
+  const command = opts.command ?? []
   // Registered first: a container created by a run that then failed is removed too.
   t.teardown(() => removeContainer(runtime, name))
   let id: string
   let pid: number | undefined
   if (runtime === 'docker') {
-    id = (await runtimeCli(['docker', 'run', '-d', '--network', 'none', ...labelArgs, '--name', name, TEST_IMAGE])).trim()
+    id = (await runtimeCli(['docker', 'run', '-d', '--network', 'none', ...labelArgs, '--name', name, TEST_IMAGE, ...command])).trim()
     pid = Number((await runtimeCli(['docker', 'inspect', '-f', '{{.State.Pid}}', id])).trim())
   } else if (runtime === 'podman') {
     // The ulimits: podman's defaults exceed what this host grants (DESIGN.md section 6).
     const ulimits = ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096']
-    id = (await runtimeCli(['podman', 'run', '-d', '--network', 'none', ...ulimits, ...labelArgs, '--name', name, TEST_IMAGE])).trim()
+    id = (await runtimeCli(['podman', 'run', '-d', '--network', 'none', ...ulimits, ...labelArgs, '--name', name, TEST_IMAGE, ...command])).trim()
     pid = Number((await runtimeCli(['podman', 'inspect', '-f', '{{.State.Pid}}', id])).trim())
   } else {
     // ctr gives the task a new network namespace with only lo unless --net-host; no CNI.
-    await runtimeCli(['ctr', '-n', CTR_NAMESPACE, 'run', '-d', ...labelArgs, TEST_IMAGE, name])
+    await runtimeCli(['ctr', '-n', CTR_NAMESPACE, 'run', '-d', ...labelArgs, TEST_IMAGE, name, ...command])
     id = name
     pid = await taskPid(id)
   }
