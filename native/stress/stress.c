@@ -23,7 +23,8 @@
  *     the file system allows it (else buffered, fdatasync after each block written and the
  *     cache dropped before each read pass), so the IO reaches the device from this process.
  *
- * DEADLINE is in seconds since the epoch: every burner exits 0 once it has passed, so none
+ * DEADLINE is the injection's deadline in milliseconds since the epoch (CLOCK_REALTIME), exactly
+ * the agent's expiresAt: every burner exits 0 once it has passed (and only then), so none
  * outlives its injection even if the agent never comes back. No policy lives here: the agent
  * decides every number. Exit status: 0 deadline reached, 2 usage, 3 a resource could not be had
  * (the reason on stderr), 125 gate closed, 127 exec failed.
@@ -62,9 +63,11 @@ static long long now_ns(clockid_t clock)
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int past(time_t deadline)
+typedef long long deadline_t; /* ms since the epoch */
+
+static int past(deadline_t deadline)
 {
-	return time(NULL) >= deadline;
+	return now_ns(CLOCK_REALTIME) / 1000000LL >= deadline;
 }
 
 static volatile uint64_t sink;
@@ -80,7 +83,7 @@ static void spin(void)
 	sink = x;
 }
 
-static int cpu(unsigned load, long long period_ns, time_t deadline)
+static int cpu(unsigned load, long long period_ns, deadline_t deadline)
 {
 	long long busy_ns = period_ns * load / 100;
 	long long next = now_ns(CLOCK_MONOTONIC);
@@ -109,7 +112,7 @@ static int cpu(unsigned load, long long period_ns, time_t deadline)
 	return 0;
 }
 
-static int vm(size_t bytes, time_t deadline)
+static int vm(size_t bytes, deadline_t deadline)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	size_t off;
@@ -136,7 +139,7 @@ static int vm(size_t bytes, time_t deadline)
 	return 0;
 }
 
-static int pass(int fd, char *buf, size_t block, unsigned long long bytes, int writing, int direct, time_t deadline)
+static int pass(int fd, char *buf, size_t block, unsigned long long bytes, int writing, int direct, deadline_t deadline)
 {
 	unsigned long long off;
 
@@ -158,7 +161,7 @@ static int pass(int fd, char *buf, size_t block, unsigned long long bytes, int w
 	return 0;
 }
 
-static int io(const char *mode, unsigned long long bytes, size_t block, const char *dir, time_t deadline)
+static int io(const char *mode, unsigned long long bytes, size_t block, const char *dir, deadline_t deadline)
 {
 	int writes = strcmp(mode, "write") == 0 || strcmp(mode, "readwrite") == 0;
 	int reads = strcmp(mode, "read") == 0 || strcmp(mode, "readwrite") == 0;
@@ -241,12 +244,12 @@ int main(int argc, char **argv)
 		return gate(argv + 2);
 	if (argc == 5 && strcmp(argv[1], "cpu") == 0)
 		return cpu((unsigned)number(argv[2], 1, 100), (long long)number(argv[3], 1000, 10000000) * 1000LL,
-			   (time_t)number(argv[4], 0, never));
+			   (deadline_t)number(argv[4], 0, never));
 	if (argc == 4 && strcmp(argv[1], "vm") == 0)
-		return vm((size_t)number(argv[2], 1, SIZE_MAX / 2), (time_t)number(argv[3], 0, never));
+		return vm((size_t)number(argv[2], 1, SIZE_MAX / 2), (deadline_t)number(argv[3], 0, never));
 	if (argc == 7 && strcmp(argv[1], "io") == 0)
 		return io(argv[2], number(argv[3], 1, never), (size_t)number(argv[4], 4096, 64 << 20), argv[5],
-			  (time_t)number(argv[6], 0, never));
+			  (deadline_t)number(argv[6], 0, never));
 	fprintf(stderr,
 		"usage: faultline-stress gate PROGRAM [ARGS...]\n"
 		"       faultline-stress cpu LOAD PERIOD_US DEADLINE\n"

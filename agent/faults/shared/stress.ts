@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants as fsConstants, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { setPriority } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Type, type Static } from 'typebox'
@@ -7,6 +8,7 @@ import type { Feature, FeatureMap } from '../../../protocol/capabilities.js'
 import { FaultlineError } from '../../../protocol/errors.js'
 import type { PlanStep } from '../../../protocol/plan.js'
 import { describeTarget, type ResolvedTarget } from '../../../protocol/target.js'
+import { parseProcCgroup } from '../../targets/containers/cgroups.js'
 import { findProgram, run } from '../../exec.js'
 import { readCgroupMounts, type CgroupMounts } from '../../targets/cgroupfs.js'
 import { listPids, readStat } from '../../targets/procfs.js'
@@ -49,6 +51,14 @@ import {
  * (stress-ng's workers, or a stressor started just before a crash), so nothing survives it.
  * Every stressor is also given the injection's deadline, and exits by itself then, even if the
  * agent never comes back.
+ *
+ * The agent's own responsiveness: stressors compete for CPU inside the cgroup they are charged
+ * to, at nice 0, like the target's own work. Where that cgroup (in the cpu hierarchy, or v2) is
+ * the agent's own or one of its ancestors (e.g. a process target in the root cgroup of a host
+ * without slices, where the agent also runs), each stressor would weigh as much as the agent or
+ * as the agent's whole subtree: there they run at nice 19 (STRESSOR_SHARED_NICE), so the agent
+ * always wins the CPU it needs. The load they ask for is still met on idle CPUs; under
+ * contention they yield first. The plan shows the nice value it uses.
  */
 
 // ---- the native helper --------------------------------------------------------------------
@@ -119,13 +129,15 @@ export function formatBytes(bytes: number): string {
 
 // ---- plan and state -------------------------------------------------------------------------
 
-/** Stands for the injection's deadline (seconds since the epoch) until apply knows it. */
-export const DEADLINE_ARG = '<expiresAt in seconds since the epoch>'
+/** Stands for the injection's deadline (ms since the epoch, the journal's expiresAt) until apply knows it. */
+export const DEADLINE_ARG = '<expiresAt in ms since the epoch>'
 /** Stands for the seconds left until the deadline (stress-ng --timeout) until apply knows them. */
 export const SECONDS_LEFT_ARG = '<seconds until expiresAt>'
 /** The environment variable that marks a stressor and its children as this injection's. */
 export const MARKER_VARIABLE = 'FAULTLINE_STRESS'
 export const STRESSOR_OOM_SCORE_ADJ = 1000
+/** The nice value of stressors that would share the agent's cpu cgroup or weigh against it (see the top of this file). */
+export const STRESSOR_SHARED_NICE = 19
 const RELEASE = 'g'
 
 export const StressorSchema = Type.Object({ pid: Type.Integer({ minimum: 1 }), startTime: Type.Integer({ minimum: 0 }) })
@@ -151,6 +163,8 @@ export const StressPlanFields = {
   process: Type.Optional(StressorSchema),
   /** The memory cgroup's OOM-kill counter (v1 memory.oom_control, v2 memory.events). */
   oomCounter: Type.Optional(Type.String()),
+  /** The stressors' nice value: 0, or STRESSOR_SHARED_NICE where they would compete with the agent itself. */
+  nice: Type.Integer({ minimum: 0, maximum: 19 }),
 }
 
 export const StressStateSchema = Type.Object({
@@ -170,6 +184,7 @@ export interface StressPlan {
   cgroups: CgroupDir[]
   process?: Stressor
   oomCounter?: string
+  nice: number
   steps: PlanStep[]
 }
 
@@ -206,6 +221,8 @@ export interface StressFacts {
   memory: { limit: { bytes: number; source: string }; oomCounter?: string }
   /** Whether the agent may lock memory (CAP_IPC_LOCK), which stress-ng's --vm-locked needs. */
   canLockMemory: boolean
+  /** The agent's own cgroup paths (/proc/self/cgroup): hierarchy -> path. */
+  agentCgroups: Record<string, string>
 }
 
 /** CAP_IPC_LOCK is bit 14 of the capability sets (include/uapi/linux/capability.h). */
@@ -233,6 +250,7 @@ export async function gatherStress(target: ResolvedTarget, ctx: GatherContext): 
     memTotalBytes: memTotal,
     memory: { limit: { bytes: memTotal, source: "the host RAM (MemTotal): the injection's own cgroup has no limit" } },
     canLockMemory: hasCapIpcLock(ctx.paths.procRoot),
+    agentCgroups: agentCgroups(ctx.paths.procRoot),
   }
   if (target.type === 'process') {
     Object.assign(facts, cgroupsOfProcess(ctx.paths.procRoot, target.pid, mounts))
@@ -251,7 +269,33 @@ export async function gatherStress(target: ResolvedTarget, ctx: GatherContext): 
   return facts
 }
 
+function agentCgroups(procRoot: string): Record<string, string> {
+  try {
+    return parseProcCgroup(readFileSync(join(procRoot, String(process.pid), 'cgroup'), 'utf8'))
+  } catch {
+    return {}
+  }
+}
+
 // ---- plan -----------------------------------------------------------------------------------
+
+/**
+ * STRESSOR_SHARED_NICE when the stressors' cpu cgroup (v1 cpu hierarchy, else v2) is the agent's
+ * own or an ancestor of it: there they would compete with the agent task for task, or outweigh
+ * the agent's whole subtree. 0 otherwise (a sibling or a cgroup below: its weight is its own).
+ */
+export function stressorNice(cgroups: readonly CgroupDir[], agent: Record<string, string>): { nice: number; why?: string } {
+  const cpu = hierarchyWith(cgroups, 'cpu')
+  if (!cpu) return { nice: 0 }
+  const mine = agent[cpu.hierarchy]
+  if (mine === undefined) return { nice: 0 }
+  const within = cpu.path === '/' || mine === cpu.path || mine.startsWith(`${cpu.path}/`)
+  if (!within) return { nice: 0 }
+  return {
+    nice: STRESSOR_SHARED_NICE,
+    why: `the stressors' cpu cgroup ${cpu.path} (${cpu.hierarchy}) ${mine === cpu.path ? "is the agent's own" : `holds the agent's (${mine})`}: they run at nice ${STRESSOR_SHARED_NICE} so the agent stays responsive; on idle CPUs they still get the load asked for, under contention they yield first`,
+  }
+}
 
 /**
  * stress-ng when the spec allows it and it is installed (and can do what is asked: `limitation`
@@ -317,6 +361,7 @@ export function stressSteps(plan: Omit<StressPlan, 'steps'>, what: string, extra
   })
   steps.push({ phase: 'apply', action: 'journal', detail: 'pid + start time of every stressor, before any is released' })
   steps.push({ phase: 'apply', action: 'write', detail: `${STRESSOR_OOM_SCORE_ADJ} to /proc/<pid>/oom_score_adj of every stressor: the OOM killer takes a stressor before anything of the target` })
+  if (plan.nice !== 0) steps.push({ phase: 'apply', action: 'setpriority', detail: `nice ${plan.nice} for every stressor (inherited by its workers)` })
   for (const c of plan.cgroups) steps.push({ phase: 'apply', action: 'write', detail: `<pid> to ${c.dir}/cgroup.procs (${c.hierarchy})` })
   steps.push({ phase: 'apply', action: 'check', detail: `/proc/<pid>/cgroup names exactly ${plan.cgroups.length === 1 ? 'that cgroup' : `those ${plan.cgroups.length} cgroups`}` })
   steps.push({ phase: 'apply', action: 'write', detail: `"${RELEASE}" to each gate's stdin: it execs the stressor, already in place` })
@@ -343,7 +388,7 @@ const SETTLE_MS = 100
 
 function fillDeadline(argv: readonly string[], expiresAt: number): string[] {
   const secondsLeft = Math.max(1, Math.ceil((expiresAt - Date.now()) / 1000))
-  return argv.map((a) => (a === DEADLINE_ARG ? String(Math.ceil(expiresAt / 1000)) : a === SECONDS_LEFT_ARG ? String(secondsLeft) : a))
+  return argv.map((a) => (a === DEADLINE_ARG ? String(Math.ceil(expiresAt)) : a === SECONDS_LEFT_ARG ? String(secondsLeft) : a))
 }
 
 function launch(argv: string[], marker: string, cwd: string, procRoot: string): Launched {
@@ -423,6 +468,7 @@ export async function applyStress(plan: StressPlan, ctx: ApplyContext): Promise<
     ctx.checkpoint(state)
     for (const l of launched) {
       writeFileSync(join(procRoot, String(l.stressor.pid), 'oom_score_adj'), String(STRESSOR_OOM_SCORE_ADJ))
+      if (plan.nice !== 0) setPriority(l.stressor.pid, plan.nice)
       placeInCgroups(l.stressor.pid, plan.cgroups)
       const wrong = misplacement(procRoot, l.stressor.pid, plan.cgroups)
       if (wrong) throw new Error(`stressor pid ${l.stressor.pid} is not where it was put: ${wrong}`)
@@ -441,7 +487,10 @@ export async function applyStress(plan: StressPlan, ctx: ApplyContext): Promise<
     // The OOM killer acting in the cgroup is the fault taking effect (a size above the limit),
     // not a failure, even when stress-ng then exits 0 ("finished prematurely").
     const oomKilled = state.oom !== undefined && (readOomKills(state.oom.file) ?? 0) > state.oom.before
-    const failed = early.find((l) => l.exit!.signal === null)
+    // Status 0 is a stressor reaching its deadline (a short injection on a slow machine can get
+    // there before this check): only before the deadline is an exit a failure.
+    const reachedDeadline = Date.now() >= ctx.expiresAt
+    const failed = early.find((l) => l.exit!.signal === null && !(l.exit!.code === 0 && reachedDeadline))
     if (failed && !oomKilled) throw new FaultlineError('FAULTLINE_ERR_APPLY_FAILED', exitText(failed))
     for (const l of early) ctx.log.warn({ pid: l.stressor.pid, oomKilled }, exitText(l))
   } finally {
@@ -561,6 +610,8 @@ export async function recoverStress(state: StressState, ctx: RecoverContext): Pr
 export function basePlan(target: ResolvedTarget, ctx: PlanContext<StressFacts>, engine: Engine) {
   const where = placement(target, ctx.facts, ctx.injectionId)
   const oomCounter = oomCounterOf(where.cgroups, ctx.facts, target.type === 'host')
+  const nice = stressorNice(where.cgroups, ctx.facts.agentCgroups)
+  const note = [where.note, nice.why].filter(Boolean).join('; ') || undefined
   return {
     plan: {
       engine,
@@ -569,8 +620,9 @@ export function basePlan(target: ResolvedTarget, ctx: PlanContext<StressFacts>, 
       ownCgroups: where.ownCgroups,
       ...(ctx.facts.process ? { process: ctx.facts.process } : {}),
       ...(oomCounter ? { oomCounter } : {}),
+      nice: nice.nice,
     },
-    note: where.note,
+    note,
   }
 }
 
