@@ -130,7 +130,16 @@ export const fileDelete = defineFault({
           let same: boolean
           try {
             const now = await hashFd(fd)
-            same = now.size === original.size && now.sha256 === original.sha256
+            const st = r.stat!
+            // Content and metadata both: a file someone recreated with the same content (a
+            // config tool putting it back) may still differ in owner, mode or times.
+            same =
+              now.size === original.size &&
+              now.sha256 === original.sha256 &&
+              Number(st.mode & 0o7777n) === original.mode &&
+              Number(st.uid) === original.uid &&
+              Number(st.gid) === original.gid &&
+              String(st.mtimeNs) === original.mtimeNs
           } finally {
             closeSync(fd)
           }

@@ -177,6 +177,19 @@ function backupsLeft(stateDir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : []
 }
 
+/**
+ * One in-process agent for every API test of this file (building one costs seconds on a busy
+ * machine): each test ends with its injections recovered and no backup left, which it checks.
+ */
+let shared: Promise<{ app: Awaited<ReturnType<typeof testAgent>>; stateDir: string }> | undefined
+function sharedAgent() {
+  shared ??= (async () => {
+    const stateDir = tmpDir(t)
+    return { app: await testAgent(t, { stateDir }), stateDir }
+  })()
+  return shared
+}
+
 // ---- pure parts ----------------------------------------------------------------------------
 
 t.test('sizes, the percent arithmetic and the default reserve', async (t) => {
@@ -226,8 +239,7 @@ t.test('corruptionsOf: a seed names exactly one set of bytes, and each really ch
 // ---- disk-fill on the host -----------------------------------------------------------------
 
 t.test('disk-fill to 90 % of a 64 MiB tmpfs: within 1 point; recovery removes the fill', needsRoot, async (t) => {
-  const stateDir = tmpDir(t)
-  const app = await testAgent(t, { stateDir })
+  const { app, stateDir } = await sharedAgent()
   const dir = mountTmpfs(t)
   writeFileSync(join(dir, 'data'), Buffer.alloc(8 << 20, 1)) // 12.5 % used before
   const before = usedPercent(dir)
@@ -256,7 +268,7 @@ t.test('disk-fill to 90 % of a 64 MiB tmpfs: within 1 point; recovery removes th
 })
 
 t.test('disk-fill refuses to eat into the reserve unless force, and never beyond what is available', needsRoot, async (t) => {
-  const app = await testAgent(t)
+  const { app } = await sharedAgent()
   const dir = mountTmpfs(t)
   const target = { type: 'host' }
   // 64 MiB: the default reserve is 1 % (655 KiB); 99.5 % would leave 328 KiB
@@ -281,8 +293,7 @@ t.test('disk-fill refuses to eat into the reserve unless force, and never beyond
 })
 
 t.test('disk-fill leaves a file of its name that is not its own alone, and refuses protected paths', needsRoot, async (t) => {
-  const stateDir = tmpDir(t)
-  const app = await testAgent(t, { stateDir })
+  const { app, stateDir } = await sharedAgent()
   const dir = mountTmpfs(t)
   writeFileSync(join(dir, '.faultline-fill-mine'), 'not yours')
   const res = await post(app, { id: 'mine', fault: { kind: 'disk-fill', path: dir, size: '1MiB' }, target: { type: 'host' } })
@@ -313,7 +324,7 @@ t.test('disk-fill leaves a file of its name that is not its own alone, and refus
 })
 
 t.test('disk-fill dryRun shows the bytes and the resulting Use%, and creates nothing', needsRoot, async (t) => {
-  const app = await testAgent(t)
+  const { app } = await sharedAgent()
   const dir = mountTmpfs(t)
   const res = await post(app, { dryRun: true, fault: { kind: 'disk-fill', path: dir, percent: 50 }, target: { type: 'host' } })
   t.equal(res.statusCode, 200, res.body)
@@ -328,8 +339,7 @@ t.test('disk-fill dryRun shows the bytes and the resulting Use%, and creates not
 // ---- file faults on the host ---------------------------------------------------------------
 
 t.test('every file fault on the host: visible while active; recovery restores content, owner, mode, atime, mtime', needsRoot, async (t) => {
-  const stateDir = tmpDir(t)
-  const app = await testAgent(t, { stateDir })
+  const { app, stateDir } = await sharedAgent()
   for (const c of fileCases) {
     await t.test(c.kind, async (t) => {
       const path = join(tmpDir(t), 'app.conf')
@@ -350,7 +360,7 @@ t.test('every file fault on the host: visible while active; recovery restores co
 })
 
 t.test('file-append keeps what others wrote after the appended bytes; a rewritten file gets the backup', needsRoot, async (t) => {
-  const app = await testAgent(t)
+  const { app } = await sharedAgent()
   const path = join(tmpDir(t), 'app.log')
   const before = makeFile(path, 'line 1\nline 2\n')
   let res = await post(app, { fault: { kind: 'file-append', path, text: 'garbage\n' }, target: { type: 'host' } })
@@ -369,8 +379,7 @@ t.test('file-append keeps what others wrote after the appended bytes; a rewritte
 })
 
 t.test('a file removed or recreated during the fault is put back byte-identical', needsRoot, async (t) => {
-  const stateDir = tmpDir(t)
-  const app = await testAgent(t, { stateDir })
+  const { app, stateDir } = await sharedAgent()
   const path = join(tmpDir(t), 'app.conf')
   const before = makeFile(path)
   let res = await post(app, { fault: { kind: 'file-replace', path, pattern: '0.0.0.0', replacement: '256.0.0.1' }, target: { type: 'host' } })
@@ -385,12 +394,19 @@ t.test('a file removed or recreated during the fault is put back byte-identical'
   done = await recover(app, res.json<Injection>().id)
   t.same(snapshot(path), again, 'the original (its very inode) replaced the newcomer')
   t.match(done.notes.join(' '), /replaced by the original/)
+
+  // recreated with the very same content (a config tool putting it back), but its own owner, mode and times
+  const third = makeFile(path)
+  res = await post(app, { fault: { kind: 'file-delete', path }, target: { type: 'host' } })
+  writeFileSync(path, CONTENT)
+  done = await recover(app, res.json<Injection>().id)
+  t.same(snapshot(path), third, 'the original, not the look-alike')
+  t.match(done.notes.join(' '), /replaced by the original/)
   t.same(backupsLeft(stateDir), [])
 })
 
 t.test('file faults refuse what they must not touch', needsRoot, async (t) => {
-  const stateDir = tmpDir(t)
-  const app = await testAgent(t, { stateDir })
+  const { app, stateDir } = await sharedAgent()
   const dir = tmpDir(t)
   const file = join(dir, 'f')
   makeFile(file)
@@ -434,8 +450,7 @@ t.test('file faults refuse what they must not touch', needsRoot, async (t) => {
 })
 
 t.test('dryRun shows exactly what will change, and changes nothing', needsRoot, async (t) => {
-  const stateDir = tmpDir(t)
-  const app = await testAgent(t, { stateDir })
+  const { app, stateDir } = await sharedAgent()
   const path = join(tmpDir(t), 'app.conf')
   const before = makeFile(path)
   const dry = async (fault: Record<string, unknown>) => {
@@ -471,7 +486,7 @@ t.test('dryRun shows exactly what will change, and changes nothing', needsRoot, 
 })
 
 t.test('a process target that shares the agent root works on host paths', needsRoot, async (t) => {
-  const app = await testAgent(t)
+  const { app } = await sharedAgent()
   const path = join(tmpDir(t), 'app.conf')
   const before = makeFile(path)
   const { spawn } = await import('node:child_process')
@@ -568,8 +583,7 @@ function container(t: TestLike, tag: string): Container {
 }
 
 t.test('every file fault inside a container, through its root: restored byte-identical', withDocker, async (t) => {
-  const stateDir = tmpDir(t)
-  const app = await testAgent(t, { stateDir })
+  const { app, stateDir } = await sharedAgent()
   const c = container(t, 'files')
   mkdirSync(c.host('/etc/app'), { recursive: true })
   for (const fc of fileCases) {
@@ -589,7 +603,7 @@ t.test('every file fault inside a container, through its root: restored byte-ide
 })
 
 t.test("a container's symlinks resolve inside the container, never to a host file", withDocker, async (t) => {
-  const app = await testAgent(t)
+  const { app } = await sharedAgent()
   const c = container(t, 'escape')
   const hostDir = tmpDir(t)
   const decoy = join(hostDir, 'victim')
@@ -616,7 +630,7 @@ t.test("a container's symlinks resolve inside the container, never to a host fil
 })
 
 t.test('disk-fill inside a container fills its filesystem, not the host path of the same name', withDocker, async (t) => {
-  const app = await testAgent(t)
+  const { app } = await sharedAgent()
   const c = container(t, 'fill')
   const res = await post(app, { fault: { kind: 'disk-fill', path: '/scratch', percent: 75 }, target: { type: 'container', name: c.name } })
   t.equal(res.statusCode, 201, res.body)
@@ -629,7 +643,7 @@ t.test('disk-fill inside a container fills its filesystem, not the host path of 
 })
 
 t.test('a container restarted during the fault is recovered through its new init', withDocker, async (t) => {
-  const app = await testAgent(t)
+  const { app } = await sharedAgent()
   const c = container(t, 'restart')
   const before = makeFile(c.host('/etc/app.conf'))
   const res = await post(app, { fault: { kind: 'file-replace', path: '/etc/app.conf', pattern: '5432', replacement: '1' }, target: { type: 'container', name: c.name } })
