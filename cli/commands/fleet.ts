@@ -407,6 +407,7 @@ export function agentsCommand(): Command {
   const rm = withServerOptions(new Command('rm'))
     .description('forget an agent (admin): its credential stops working')
     .argument('<id>', 'agent id')
+    .addHelpText('after', '\nExample:\n  faultline agents rm db-7    (it enrols again only with the enrolment token)')
     .action(async (id: string, _o, cmd: Command) =>
       withServer(cmd, async (client) => {
         const { body } = await client.call<{ deleted: string }>('DELETE', `/v1/agents/${encodeURIComponent(id)}`)

@@ -86,7 +86,7 @@ export function openLink(app: FastifyInstance, headers: Record<string, string>, 
 
 export async function connectFake(
   app: FastifyInstance,
-  opts: { name: string; authorization?: string; labels?: Record<string, string>; autoHello?: boolean; answer?: boolean },
+  opts: { name: string; authorization?: string; labels?: Record<string, string>; autoHello?: boolean; answer?: boolean; heartbeats?: boolean },
 ): Promise<FakeAgent> {
   const received: ServerMessage[] = []
   let resolveClosed!: (v: { code: number; reason: string }) => void
@@ -97,6 +97,9 @@ export async function connectFake(
   })
   const welcome = await waitFor('welcome', () => received.find((m) => m.type === 'welcome') as Extract<ServerMessage, { type: 'welcome' }> | undefined)
   const open = new Map<string, ReturnType<typeof fakeInjection>>()
+  // Heartbeats as a real agent sends them once it said hello (the server closes silent links).
+  let heartbeats: NodeJS.Timeout | undefined
+  ws.on('close', () => clearInterval(heartbeats))
   const send = (message: unknown) => ws.send(typeof message === 'string' || Buffer.isBuffer(message) ? message : JSON.stringify(message))
   const agent: FakeAgent = {
     id: welcome.agentId,
@@ -109,6 +112,11 @@ export async function connectFake(
     hello: (extra = {}) => {
       send({ v: LINK_PROTOCOL_VERSION, type: 'hello', agentId: welcome.agentId, version: '0.0.0-fake', hostname: opts.name, labels: opts.labels ?? {}, capabilities: fakeCapabilities, targets: [], open: [...open.values()], ...extra })
       send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() })
+      if (opts.heartbeats === false || heartbeats) return
+      heartbeats = setInterval(() => {
+        if (ws.readyState === ws.OPEN) send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() })
+      }, welcome.heartbeatMs)
+      heartbeats.unref()
     },
     next: async (type, from = 0) =>
       waitFor(`a ${type} message`, () => received.slice(from).find((m) => m.type === type) as never, 5_000),
