@@ -62,15 +62,31 @@ podman_conf() {
   printf '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n' > "$STATE/containers.conf"
 }
 
+# A socket at one of our paths while our daemon is not running: left over from a crash (then
+# removed), or another daemon's (docker.io's init script starts one with iptables and a bridge).
+# The tests must not run against that one, so start refuses.
+foreign_daemon() { # socket, what, probe command...
+  local sock=$1 what=$2
+  shift 2
+  [ -S "$sock" ] || return 0
+  if timeout 10 "$@" > /dev/null 2>&1; then
+    log "a $what not started by this script answers at $sock: stop it first (this script starts its own, configured for the tests)"
+    return 1
+  fi
+  rm -f "$sock"
+}
+
 start() {
   mkdir -p "$STATE" /run/podman
   if ! running containerd; then
+    foreign_daemon "$CONTAINERD_SOCK" containerd ctr --address "$CONTAINERD_SOCK" version
     log "starting containerd"
     containerd --root "$STATE/containerd" --state /run/containerd --address "$CONTAINERD_SOCK" > "$STATE/containerd.log" 2>&1 &
     echo $! > "$STATE/containerd.pid"
     wait_for_socket "$CONTAINERD_SOCK" containerd "$STATE/containerd.pid"
   fi
   if ! running dockerd; then
+    foreign_daemon "$DOCKER_SOCK" dockerd docker -H "unix://$DOCKER_SOCK" version
     log "starting dockerd (--iptables=false --bridge=none)"
     dockerd --iptables=false --ip6tables=false --bridge=none --data-root "$STATE/docker" --exec-root /run/faultline-test-docker \
       --pidfile /run/faultline-test-dockerd.pid -H "unix://$DOCKER_SOCK" --containerd "$CONTAINERD_SOCK" > "$STATE/dockerd.log" 2>&1 &
@@ -78,6 +94,7 @@ start() {
     wait_for_socket "$DOCKER_SOCK" dockerd "$STATE/dockerd.pid"
   fi
   if ! running podman; then
+    foreign_daemon "$PODMAN_SOCK" "podman API service" podman --url "unix://$PODMAN_SOCK" version
     log "starting podman system service (default ulimits nofile and nproc 4096)"
     podman_conf
     CONTAINERS_CONF="$STATE/containers.conf" podman system service --time=0 "unix://$PODMAN_SOCK" > "$STATE/podman.log" 2>&1 &
