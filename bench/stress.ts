@@ -27,8 +27,11 @@ import {
  * (`stress-ng --cpu 1 --cpu-load P`; `stress-ng --vm 1 --vm-bytes N`, its defaults).
  *
  * The target is a `sleep` in fresh cgroups fl-bench-<pid>-<rand> (every v1 hierarchy and v2). Its
- * cpu cgroup gets cpu.shares 262144, so other work on the machine does not starve what is
- * measured: the figures show the stressor's precision, not the neighbours' load. Needs root.
+ * cpu cgroup gets cpu.shares 262144 (v2 cpu.weight 10000), so other work on the machine does not
+ * starve what is measured: the figures show the stressor's precision, not the neighbours' load;
+ * and a quota of 1.2 CPUs (cpu.cfs_quota_us, v2 cpu.max), so it never takes more than that from
+ * the machine (one worker uses at most one CPU: the quota does not cap a level measured here).
+ * Needs root.
  */
 
 export interface StressBenchOptions {
@@ -77,6 +80,8 @@ export interface StressBenchResult {
 }
 
 const MiB = 1024 * 1024
+/** The target cgroup's CPU quota: 1.2 CPUs per 100 ms period. */
+const QUOTA_US = 120_000
 
 function spread(values: number[]): Spread {
   const r = (x: number) => Math.round(x * 100) / 100
@@ -102,7 +107,18 @@ function makeCgroup(): BenchCgroup {
   const cpuset = mounts.v1.get('cpuset')
   if (cpuset) for (const f of ['cpuset.cpus', 'cpuset.mems']) writeFileSync(join(cpuset, name, f), readFileSync(join(cpuset, f)))
   const cpu = mounts.v1.get('cpu')
-  if (cpu) writeFileSync(join(cpu, name, 'cpu.shares'), '262144')
+  if (cpu) {
+    writeFileSync(join(cpu, name, 'cpu.shares'), '262144')
+    writeFileSync(join(cpu, name, 'cpu.cfs_period_us'), '100000')
+    writeFileSync(join(cpu, name, 'cpu.cfs_quota_us'), String(QUOTA_US))
+  } else if (mounts.v2) {
+    try {
+      writeFileSync(join(mounts.v2, name, 'cpu.weight'), '10000')
+      writeFileSync(join(mounts.v2, name, 'cpu.max'), `${QUOTA_US} 100000`)
+    } catch (err) {
+      throw new Error(`cannot bound the benchmark's cgroup (is the cpu controller enabled in ${mounts.v2}/cgroup.subtree_control?): ${(err as Error).message}`)
+    }
+  }
   return {
     name,
     dirs,
