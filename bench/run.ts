@@ -2,20 +2,22 @@ import { parseArgs } from 'node:util'
 import { formatDiscoveryResult, runDiscoveryBench, type DiscoveryBenchResult } from './discovery.js'
 import { formatInjectResult, runInjectBench, type InjectBenchResult } from './inject.js'
 import { formatNetworkResult, runNetworkBench, type NetworkBenchResult } from './network.js'
+import { formatServerResult, runServerBench, type ServerBenchResult } from './server.js'
 import { formatStressResult, runStressBench, type StressBenchResult } from './stress.js'
 import { formatTimeskewResult, runTimeskewBench, type TimeskewBenchResult } from './timeskew.js'
 
 /**
- * `npm run bench [-- --only inject|network|discovery|stress|timeskew] [-- --rounds N] [-- --warmup N] [-- --json]`:
+ * `npm run bench [-- --only inject|network|discovery|stress|timeskew|server] [-- --rounds N] [-- --warmup N] [-- --json]`:
  * runs every benchmark in bench/ (or the one named by --only) and prints a table per benchmark,
  * or one JSON object keyed by benchmark with --json. --rounds and --warmup override each
  * benchmark's defaults (inject: 200 and 20; network: 40 and 5 per level; discovery: 30 and 3;
- * stress: 3 rounds per level and method, no warm-up; timeskew: 200 and 20).
+ * stress: 3 rounds per level and method, no warm-up; timeskew: 200 and 20; server: 5 and 1 per
+ * fleet size, 100 and 1000 simulated agents).
  * Progress goes to stderr. Needs root: the benchmarks stop and resume real processes, create a
  * network namespace and run containers (discovery: start the runtimes first with
  * scripts/test-runtimes.sh start).
  */
-const benchmarks = ['inject', 'network', 'discovery', 'stress', 'timeskew'] as const
+const benchmarks = ['inject', 'network', 'discovery', 'stress', 'timeskew', 'server'] as const
 type Benchmark = (typeof benchmarks)[number]
 
 function usage(message: string): never {
@@ -53,7 +55,7 @@ if (values.only !== undefined && !(benchmarks as readonly string[]).includes(val
 const selected: readonly Benchmark[] = values.only === undefined ? benchmarks : [values.only as Benchmark]
 
 const opts = { ...(rounds !== undefined ? { rounds } : {}), ...(warmupRounds !== undefined ? { warmupRounds } : {}) }
-const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult } = {}
+const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult; server?: ServerBenchResult } = {}
 const tables: string[] = []
 for (const name of selected) {
   if (name === 'inject') {
@@ -65,6 +67,9 @@ for (const name of selected) {
   } else if (name === 'discovery') {
     results.discovery = await runDiscoveryBench(opts)
     tables.push(formatDiscoveryResult(results.discovery))
+  } else if (name === 'server') {
+    results.server = await runServerBench(opts)
+    tables.push(formatServerResult(results.server))
   } else if (name === 'timeskew') {
     results.timeskew = await runTimeskewBench(opts)
     tables.push(formatTimeskewResult(results.timeskew))

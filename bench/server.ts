@@ -1,0 +1,278 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import WebSocket from 'ws'
+import { LINK_PROTOCOL_VERSION } from '../protocol/link.js'
+import { cliEntry, formatMachine, machineInfo, running, sleep, stderrProgress, table, track, withCleanup, type MachineInfo } from './lib.js'
+
+/**
+ * The server with many simulated agents (DESIGN.md section 7): N light WebSocket clients in this
+ * process speak the link protocol to the built server (`faultline server`, its own process, on
+ * loopback). Each client enrols, says hello and sends heartbeats like an agent; on `inject` it
+ * answers with an active injection at once, on `halt` it reports the injection recovered and
+ * acknowledges. No fault is applied: the figures are the server's and the link's share of a
+ * fleet-wide run start and of a halt-all, not the cost of a fault on a host.
+ *
+ * Per round: POST /v1/experiments/NAME/runs (mode all), then POST /v1/halt.
+ * - run → active: from just before the POST to the moment each client answered its inject
+ *   (per agent), and to the moment GET /v1/runs/ID shows every record active (server side).
+ * - halt → recovered: from just before POST /v1/halt to the moment each client acknowledged the
+ *   halt (per agent), and to the answer of POST /v1/halt (every acknowledgement received).
+ */
+
+export interface ServerBenchLevel {
+  agents: number
+  rounds: number
+  connectMs: number
+  /** Per agent, over every round: run start → this agent acknowledged active. */
+  activeP50Ms: number
+  activeP99Ms: number
+  activeMaxMs: number
+  /** Per round: run start → GET /v1/runs shows every record active; median and worst round. */
+  allActiveMedianMs: number
+  allActiveMaxMs: number
+  /** Per agent: POST /v1/halt → this agent acknowledged (recovered). */
+  haltP50Ms: number
+  haltP99Ms: number
+  haltMaxMs: number
+  /** Per round: POST /v1/halt → its answer (every connected agent acknowledged). */
+  haltAnswerMedianMs: number
+  haltAnswerMaxMs: number
+}
+
+export interface ServerBenchResult {
+  machine: MachineInfo
+  leaseMs: number
+  levels: ServerBenchLevel[]
+}
+
+const ENROL = 'bench-enrol-token-0123456789abcdef'
+const ADMIN = 'bench-admin-token-0123456789abcdef'
+
+const capabilities = {
+  probedAt: new Date().toISOString(),
+  probeMs: 1,
+  host: { hostname: 'sim', platform: 'linux', distro: 'sim', release: '0', kernel: '0', arch: 'x64', cpuModel: 'sim', cpuCores: 1, memTotalBytes: 1, agentPid: 1, agentVersion: '0.0.0', nodeVersion: process.version },
+  features: {},
+  kinds: { 'process-stop': { available: true, requires: ['signals'], targets: ['process'], recoverable: true } },
+}
+
+function injection(id: string, status: string) {
+  const now = new Date().toISOString()
+  return {
+    id,
+    requestId: id,
+    kind: 'process-stop',
+    status,
+    fault: { kind: 'process-stop' },
+    target: { type: 'process', name: 'sleep' },
+    resolved: { type: 'process', pid: 4242, startTime: 1, comm: 'sleep', cmdline: 'sleep 600', state: 'S' },
+    plan: { steps: [] },
+    duration: '10m',
+    durationMs: 600_000,
+    recoverable: true,
+    createdAt: now,
+    expiresAt: now,
+    updatedAt: now,
+    notes: [],
+  }
+}
+
+/** One simulated agent: a WebSocket client that behaves like agent/link for inject and halt. */
+class SimAgent {
+  readonly ws: WebSocket
+  readonly open = new Map<string, ReturnType<typeof injection>>()
+  ready: Promise<void>
+  activeAt = 0
+  haltAt = 0
+  #heartbeat: NodeJS.Timeout | undefined
+
+  constructor(url: string, name: string) {
+    this.ws = new WebSocket(url, { headers: { authorization: `Bearer ${ENROL}`, 'x-faultline-agent-name': name }, perMessageDeflate: false })
+    const send = (m: unknown) => this.ws.send(JSON.stringify(m))
+    this.ready = new Promise((resolve, reject) => {
+      this.ws.once('error', reject)
+      this.ws.on('message', (data: Buffer) => {
+        const m = JSON.parse(data.toString()) as { type: string; agentId?: string; heartbeatMs?: number; requestId?: string; runId?: string }
+        if (m.type === 'welcome') {
+          send({ v: LINK_PROTOCOL_VERSION, type: 'hello', agentId: m.agentId, version: '0.0.0-sim', hostname: name, labels: { bench: 'sim' }, capabilities, targets: [], open: [] })
+          send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() })
+          this.#heartbeat = setInterval(() => send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() }), m.heartbeatMs)
+          resolve()
+        } else if (m.type === 'inject') {
+          const inj = injection(m.requestId!, 'active')
+          this.open.set(inj.id, inj)
+          send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: inj, reason: 'apply', runId: m.runId })
+          send({ v: LINK_PROTOCOL_VERSION, type: 'inject-result', requestId: m.requestId, injections: [inj] })
+          this.activeAt = performance.now()
+        } else if (m.type === 'halt' || m.type === 'recover') {
+          for (const inj of this.open.values()) send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: { ...inj, status: 'recovered' }, reason: m.type === 'halt' ? 'halt' : 'abort' })
+          this.open.clear()
+          send({ v: LINK_PROTOCOL_VERSION, type: 'ack', requestId: m.requestId })
+          this.haltAt = performance.now()
+        }
+      })
+    })
+  }
+
+  close(): void {
+    clearInterval(this.#heartbeat)
+    this.ws.terminate()
+  }
+}
+
+const median = (xs: number[]) => quantile(xs, 50)
+function quantile(xs: number[], p: number): number {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const rank = Math.ceil((p / 100) * sorted.length)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!
+}
+const r1 = (x: number) => Math.round(x * 10) / 10
+
+export async function runServerBench(opts: { rounds?: number; warmupRounds?: number; levels?: number[]; progress?: (line: string) => void } = {}): Promise<ServerBenchResult> {
+  const progress = opts.progress ?? stderrProgress
+  const rounds = opts.rounds ?? 5
+  const warmup = opts.warmupRounds ?? 1
+  const leaseMs = 30_000
+  return withCleanup(async (cleanup) => {
+    const dir = mkdtempSync(join(tmpdir(), 'fl-bench-server-'))
+    cleanup.add('state dir', () => rmSync(dir, { recursive: true, force: true }))
+    writeFileSync(join(dir, 'enrol'), ENROL, { mode: 0o600 })
+    writeFileSync(join(dir, 'admin'), ADMIN, { mode: 0o600 })
+    const levels: ServerBenchLevel[] = []
+    for (const n of opts.levels ?? [100, 1000]) {
+      // A fresh server per level: an empty database, no agents from the level before.
+      const state = join(dir, `state-${n}`)
+      const child = spawn(
+        process.execPath,
+        [cliEntry, 'server', '--listen', '127.0.0.1:0', '--state-dir', state, '--lease', `${leaseMs / 1000}s`, '--enrol-token-file', join(dir, 'enrol'), '--admin-token-file', join(dir, 'admin'), '--log-level', 'info'],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      )
+      const server = track(child, 'faultline server')
+      cleanup.add('server', async () => {
+        if (running(server)) child.kill('SIGKILL')
+        await server.exited
+      })
+      const base = await serverUrl(child)
+      const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+        const res = await fetch(`${base}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${ADMIN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        })
+        const text = await res.text()
+        if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`)
+        return JSON.parse(text) as T
+      }
+
+      const connectStart = performance.now()
+      const agents: SimAgent[] = []
+      cleanup.add('simulated agents', () => agents.forEach((a) => a.close()))
+      const url = `${base.replace(/^http/, 'ws')}/v1/agents/connect`
+      // Enrol in batches of 50, as a fleet coming up over some seconds would, not 1000 at once.
+      for (let i = 0; i < n; i += 50) {
+        const batch = Array.from({ length: Math.min(50, n - i) }, (_, j) => new SimAgent(url, `sim-${i + j}`))
+        agents.push(...batch)
+        await Promise.all(batch.map((a) => a.ready))
+      }
+      for (;;) {
+        const health = await api<{ agents: number }>('GET', '/healthz')
+        if (health.agents === n) break
+        await sleep(50)
+      }
+      const connectMs = performance.now() - connectStart
+      progress(`server bench: ${n} simulated agents connected in ${Math.round(connectMs)} ms`)
+      await api('POST', '/v1/experiments', { name: 'bench', hosts: { labels: { bench: 'sim' } }, mode: 'all', target: { type: 'process', name: 'sleep' }, fault: { kind: 'process-stop' }, duration: '10m' })
+
+      const active: number[] = []
+      const halted: number[] = []
+      const allActive: number[] = []
+      const haltAnswer: number[] = []
+      for (let round = 0; round < warmup + rounds; round++) {
+        for (const a of agents) a.activeAt = a.haltAt = 0
+        const t0 = performance.now()
+        const { id } = await api<{ id: string }>('POST', '/v1/experiments/bench/runs')
+        for (;;) {
+          const run = await api<{ records: { status: string }[] }>('GET', `/v1/runs/${id}`)
+          if (run.records.length === n && run.records.every((r) => r.status === 'active')) break
+          await sleep(10)
+        }
+        const allActiveMs = performance.now() - t0
+        if (agents.some((a) => a.activeAt === 0)) throw new Error('a record is active but its agent never answered')
+        const h0 = performance.now()
+        const halt = await api<{ agents: { ok: boolean }[] }>('POST', '/v1/halt')
+        const haltMs = performance.now() - h0
+        if (halt.agents.length !== n || !halt.agents.every((a) => a.ok)) throw new Error(`halt reached ${halt.agents.filter((a) => a.ok).length} of ${n} agents`)
+        for (;;) {
+          const run = await api<{ status: string }>('GET', `/v1/runs/${id}`)
+          if (run.status !== 'running') break
+          await sleep(20)
+        }
+        if (round < warmup) continue
+        for (const a of agents) {
+          active.push(a.activeAt - t0)
+          halted.push(a.haltAt - h0)
+        }
+        allActive.push(allActiveMs)
+        haltAnswer.push(haltMs)
+        progress(`server bench: ${n} agents, round ${round - warmup + 1}/${rounds}: all active ${Math.round(allActiveMs)} ms, halt answered ${Math.round(haltMs)} ms`)
+      }
+      for (const a of agents) a.close()
+      agents.length = 0
+      child.kill('SIGTERM')
+      await server.exited
+      levels.push({
+        agents: n,
+        rounds,
+        connectMs: Math.round(connectMs),
+        activeP50Ms: r1(quantile(active, 50)),
+        activeP99Ms: r1(quantile(active, 99)),
+        activeMaxMs: r1(Math.max(...active)),
+        allActiveMedianMs: r1(median(allActive)),
+        allActiveMaxMs: r1(Math.max(...allActive)),
+        haltP50Ms: r1(quantile(halted, 50)),
+        haltP99Ms: r1(quantile(halted, 99)),
+        haltMaxMs: r1(Math.max(...halted)),
+        haltAnswerMedianMs: r1(median(haltAnswer)),
+        haltAnswerMaxMs: r1(Math.max(...haltAnswer)),
+      })
+    }
+    return { machine: machineInfo(), leaseMs, levels }
+  })
+}
+
+/** The URL the server logs once it listens ("faultline server ready"). */
+function serverUrl(child: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffered = ''
+    const timer = setTimeout(() => reject(new Error('the server was not ready within 60 s')), 60_000)
+    child.once('exit', (code) => reject(new Error(`the server exited (${code}) before it was ready`)))
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered = (buffered + chunk.toString()).slice(-65_536)
+      const m = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"faultline server ready"/.exec(buffered)
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1]!)
+      }
+    })
+  })
+}
+
+export function formatServerResult(r: ServerBenchResult): string {
+  const rows = r.levels.map((l) => [
+    String(l.agents),
+    String(l.rounds),
+    `${l.connectMs} ms`,
+    `${l.activeP50Ms} / ${l.activeP99Ms} / ${l.activeMaxMs} ms`,
+    `${l.allActiveMedianMs} (${l.allActiveMaxMs}) ms`,
+    `${l.haltP50Ms} / ${l.haltP99Ms} / ${l.haltMaxMs} ms`,
+    `${l.haltAnswerMedianMs} (${l.haltAnswerMaxMs}) ms`,
+  ])
+  return [
+    'Server: run start and halt-all across simulated agents (WebSocket clients in one process)',
+    formatMachine(r.machine),
+    table(['agents', 'rounds', 'enrol+hello', 'run→active p50/p99/max', 'all active (worst)', 'halt→recovered p50/p99/max', 'halt answered (worst)'], rows),
+  ].join('\n')
+}
