@@ -57,10 +57,20 @@ const alive = (pid: number) => {
 function sweepLeftovers(): void {
   for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
     const mountPoint = line.split(' ')[1] ?? ''
-    const m = /^\/tmp\/fl-disk-([0-9]+)-[^/]+$/.exec(mountPoint)
+    const m = /^\/tmp\/fl-disk-([0-9]+)-[^/]+(\/mnt)?$/.exec(mountPoint)
     if (m && !alive(Number(m[1]))) {
       spawnSync('umount', ['-l', mountPoint])
       rmSync(mountPoint, { recursive: true, force: true })
+    }
+  }
+  // loop devices backed by an image of a dead run (after the umount above, so they can go)
+  const loops = spawnSync('losetup', ['--list', '--noheadings', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' }).stdout ?? ''
+  for (const line of loops.split('\n')) {
+    const [dev, back] = line.trim().split(/\s+/)
+    const m = /^(\/tmp\/fl-disk-([0-9]+)-[^/]+)\/img$/.exec(back ?? '')
+    if (dev && m && !alive(Number(m[2]))) {
+      spawnSync('losetup', ['-d', dev])
+      rmSync(m[1]!, { recursive: true, force: true })
     }
   }
   if (!existsSync('/run/docker.sock')) return
@@ -81,6 +91,38 @@ function mountTmpfs(t: TestLike, size = '64m'): string {
   })
   execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'fl-test-tmpfs', dir])
   return dir
+}
+
+/**
+ * An ext4 filesystem of `size` on a loop device (an image in a fresh directory), mounted at
+ * <dir>/mnt; unmounted, detached and removed at teardown, also on failure.
+ */
+function mountLoopExt4(t: TestLike, size = 64 << 20): string {
+  const base = mkdtempSync(join('/tmp', `fl-disk-${process.pid}-`))
+  const image = join(base, 'img')
+  const mnt = join(base, 'mnt')
+  let dev = ''
+  t.teardown(() => {
+    if (spawnSync('mountpoint', ['-q', mnt]).status === 0 && spawnSync('umount', [mnt]).status !== 0) spawnSync('umount', ['-l', mnt])
+    if (dev) spawnSync('losetup', ['-d', dev])
+    rmSync(base, { recursive: true, force: true })
+  })
+  mkdirSync(mnt)
+  writeFileSync(image, '')
+  execFileSync('truncate', ['-s', String(size), image])
+  execFileSync('mkfs.ext4', ['-q', '-F', '-m', '5', image], { stdio: 'ignore' })
+  dev = execFileSync('losetup', ['--find', '--show', image], { encoding: 'utf8' }).trim()
+  execFileSync('mount', ['-t', 'ext4', dev, mnt])
+  return mnt
+}
+
+/** df's own figures: Use% as it prints it (rounded up) and the used and available bytes. */
+function df(path: string): { pcent: number; used: number; avail: number } {
+  // syncfs first: ext4 counts freed blocks as free only once the journal has committed
+  execFileSync('sync', ['-f', path])
+  const [, line] = execFileSync('df', ['-B1', '--output=pcent,used,avail', path], { encoding: 'utf8' }).trim().split('\n')
+  const [pcent, used, avail] = line!.trim().split(/\s+/)
+  return { pcent: parseInt(pcent!, 10), used: Number(used), avail: Number(avail) }
 }
 
 /** df's Use%: used / (used + available), unrounded. */
@@ -265,6 +307,25 @@ t.test('disk-fill to 90 % of a 64 MiB tmpfs: within 1 point; recovery removes th
   t.ok(Math.abs(usedPercent(dir) - 37.5) < 0.1, 'a 16 MiB fill is 25 points of 64 MiB')
   await recover(app, bySize.json<Injection>().id)
   t.same(readdirSync(dir), ['data'])
+})
+
+t.test('disk-fill to 90 % of a 64 MiB ext4 on a loop device (5 % reserved for root): within 1 point of df', needsRoot, async (t) => {
+  const { app } = await sharedAgent()
+  const dir = mountLoopExt4(t)
+  writeFileSync(join(dir, 'data'), Buffer.alloc(8 << 20, 1))
+  const before = df(dir)
+  const res = await post(app, { fault: { kind: 'disk-fill', path: dir, percent: 90 }, target: { type: 'host' } })
+  t.equal(res.statusCode, 201, res.body)
+  const inj = res.json<Injection>()
+  const after = df(dir)
+  const exact = (100 * after.used) / (after.used + after.avail)
+  t.comment(`disk-fill on ext4: requested 90 %, df shows ${after.pcent} % (${exact.toFixed(3)} % unrounded; before ${before.pcent} %)`)
+  t.ok(Math.abs(exact - 90) <= 1, `within ±1 point of df's Use%: ${exact}`)
+  t.ok(after.pcent >= 89 && after.pcent <= 91, `df prints ${after.pcent} %`)
+  t.ok(existsSync(join(dir, `.faultline-fill-${inj.id}`)))
+  t.equal((await recover(app, inj.id)).status, 'recovered')
+  t.same(readdirSync(dir).sort(), ['data', 'lost+found'], 'fill removed')
+  t.same(df(dir), before, 'df as before')
 })
 
 t.test('disk-fill refuses to eat into the reserve unless force, and never beyond what is available', needsRoot, async (t) => {
