@@ -94,7 +94,7 @@ start() {
     wait_for_socket "$DOCKER_SOCK" dockerd "$STATE/dockerd.pid"
   fi
   if ! running podman; then
-    foreign_daemon "$PODMAN_SOCK" "podman API service" podman --url "unix://$PODMAN_SOCK" version
+    foreign_daemon "$PODMAN_SOCK" "podman API service" podman --remote --url "unix://$PODMAN_SOCK" version
     log "starting podman system service (default ulimits nofile and nproc 4096)"
     podman_conf
     CONTAINERS_CONF="$STATE/containers.conf" podman system service --time=0 "unix://$PODMAN_SOCK" > "$STATE/podman.log" 2>&1 &
