@@ -20,6 +20,7 @@ import {
 import {
   BACKUP_FILE,
   backUpContent,
+  checkBackupRoom,
   createFromBackup,
   exists,
   freshBackupDir,
@@ -91,6 +92,8 @@ export const fileDelete = defineFault({
         syncDir(plan.backupDir)
       } catch (err) {
         if (!isCrossDevice(err)) throw err
+        // A copy, unlike a rename, takes room in the state dir, next to the journal.
+        checkBackupRoom(join(plan.backupDir, '..', '..'), Number(state.original!.size), where(plan))
         const src = reopen(r.fd!, fsConstants.O_RDONLY)
         try {
           const copied = await backUpContent(src, plan.backupDir, where(plan))

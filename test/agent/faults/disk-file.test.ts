@@ -510,6 +510,28 @@ t.test('file faults refuse what they must not touch', needsRoot, async (t) => {
   t.same(readdirSync(dir).sort(), ['f', 'fifo', 'link', 'state', 'sub'], 'nothing created')
 })
 
+t.test('a backup that would crowd the journal out of the state dir is refused, and nothing changes', needsRoot, async (t) => {
+  // state dir on a 72 MiB tmpfs: backups must leave 64 MiB free there
+  const stateDir = mountTmpfs(t, '72m')
+  const app = await testAgent(t, { stateDir })
+  const dir = mountTmpfs(t, '32m')
+  const path = join(dir, 'big.bin')
+  const before = makeFile(path, Buffer.alloc(12 << 20, 7))
+  for (const fault of [
+    { kind: 'file-corrupt', path, offsets: [1] },
+    { kind: 'file-delete', path }, // across mounts: a copy, not a rename
+  ]) {
+    const r = await post(app, { fault, target: { type: 'host' } })
+    t.equal(r.statusCode, 422, r.body)
+    t.equal(r.json<{ code: string }>().code, 'FAULTLINE_ERR_DISK_RESERVE', `${fault.kind}: ${r.json<{ message: string }>().message}`)
+    t.match(r.json<{ message: string }>().message, /64 MiB kept free for the journal/)
+    t.same(snapshot(path), before, `${fault.kind}: the file is untouched`)
+    t.same(backupsLeft(stateDir), [], `${fault.kind}: no backup left`)
+  }
+  t.same(readdirSync(dir), ['big.bin'])
+  await app.close() // before its state dir is unmounted at teardown
+})
+
 t.test('dryRun shows exactly what will change, and changes nothing', needsRoot, async (t) => {
   const { app, stateDir } = await sharedAgent()
   const path = join(tmpDir(t), 'app.conf')
