@@ -131,7 +131,15 @@ static int vm(size_t bytes, deadline_t deadline)
 	for (off = 0; off < bytes; off += page)
 		buf[off] = (char)((off / page) | 1);
 	while (!past(deadline)) {
-		sleep(1);
+		/* a second at most, and not past the deadline */
+		long long left_ms = deadline - now_ns(CLOCK_REALTIME) / 1000000LL;
+		struct timespec nap = { 1, 0 };
+
+		if (left_ms < 1000) {
+			nap.tv_sec = 0;
+			nap.tv_nsec = (left_ms > 0 ? left_ms : 1) * 1000000L;
+		}
+		nanosleep(&nap, NULL);
 		if (!locked)
 			for (off = 0; off < bytes; off += page)
 				sink += ((volatile char *)buf)[off];
