@@ -22,6 +22,11 @@ export interface AgentConfig {
   serverCa?: string
   /** The id to enrol under (default: the hostname). */
   name?: string
+  /** Runtime API sockets, each replacing that runtime's default paths (agent/capabilities/probe.ts). */
+  dockerSocket?: string
+  containerdSocket?: string
+  podmanSocket?: string
+  crioSocket?: string
 }
 
 export interface ListenAddress {

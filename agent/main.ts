@@ -1,6 +1,7 @@
 import closeWithGrace from 'close-with-grace'
 import pino, { type Logger } from 'pino'
 import { buildAgent } from './app.js'
+import { defaultRuntimeSockets } from './capabilities/probe.js'
 import { hostname } from 'node:os'
 import {
   type AgentConfig,
@@ -62,6 +63,12 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     ...(token ? { token } : {}),
     ...(tls ? { tls } : {}),
     ...(link ? { link } : {}),
+    runtimeSockets: {
+      docker: config.dockerSocket ? [config.dockerSocket] : defaultRuntimeSockets.docker,
+      containerd: config.containerdSocket ? [config.containerdSocket] : defaultRuntimeSockets.containerd,
+      podman: config.podmanSocket ? [config.podmanSocket] : defaultRuntimeSockets.podman,
+      crio: config.crioSocket ? [config.crioSocket] : defaultRuntimeSockets.crio,
+    },
   })
 
   // Recovering every injection can take a while (nft pays per table already in a namespace);

@@ -17,6 +17,10 @@ Examples:
   faultline agent --server wss://faultline.example:7071 --enrol-token-file /etc/faultline/enrol \\
                   --server-ca /etc/faultline/ca.crt --labels role=db,zone=a
 
+  # a runtime socket somewhere else (containers are found through cgroupfs without any socket;
+  # the sockets only add names, labels and images)
+  faultline agent --docker-socket /srv/docker/docker.sock
+
 Every flag can also be set as an environment variable (FAULTLINE_LISTEN, FAULTLINE_STATE_DIR, ...).
 Precedence: flag, then environment, then config file, then default.
 
@@ -41,6 +45,10 @@ export function agentCommand(): Command {
     .addOption(new Option('--labels <k=v,...>', 'labels experiments select this host by, e.g. role=db,zone=a').env('FAULTLINE_LABELS'))
     .addOption(new Option('--server-ca <file>', "CA that signed the server's certificate (PEM)").env('FAULTLINE_SERVER_CA'))
     .addOption(new Option('--name <name>', 'id to enrol under (default: the hostname)').env('FAULTLINE_NAME'))
+    .addOption(new Option('--docker-socket <path>', 'Docker Engine API socket, used for container names, labels and images (default /run/docker.sock, then /var/run/docker.sock)').env('FAULTLINE_DOCKER_SOCKET'))
+    .addOption(new Option('--containerd-socket <path>', 'containerd gRPC socket (default /run/containerd/containerd.sock)').env('FAULTLINE_CONTAINERD_SOCKET'))
+    .addOption(new Option('--podman-socket <path>', "podman's Docker-compatible API socket (default /run/podman/podman.sock)").env('FAULTLINE_PODMAN_SOCKET'))
+    .addOption(new Option('--crio-socket <path>', 'CRI-O socket (default /run/crio/crio.sock, then /var/run/crio/crio.sock)').env('FAULTLINE_CRIO_SOCKET'))
     .addOption(
       new Option('--log-level <level>', 'log level')
         .env('FAULTLINE_LOG_LEVEL')
@@ -55,7 +63,7 @@ export function agentCommand(): Command {
   return cmd
 }
 
-const configKeys = ['listen', 'stateDir', 'maxDuration', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name'] as const
+const configKeys = ['listen', 'stateDir', 'maxDuration', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const
 
 /** Flags and environment win over the config file; the file wins over defaults. */
 export function resolveAgentConfig(command: Command): AgentConfig {
@@ -77,7 +85,7 @@ export function resolveAgentConfig(command: Command): AgentConfig {
     maxDuration: merged.maxDuration!,
     logLevel: merged.logLevel!,
   }
-  for (const key of ['tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name'] as const) {
+  for (const key of ['tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const) {
     if (merged[key]) config[key] = merged[key]
   }
   return config

@@ -46,3 +46,12 @@ t.test('config file errors are clear', async (t) => {
   await t.rejects(parse(['--config', `${dir}/list.yaml`]), /must be a mapping/)
   await t.rejects(parse(['--config', `${dir}/missing.yaml`]), /cannot read config file/)
 })
+
+t.test('runtime socket paths: flag, environment or config file', async (t) => {
+  const dir = tmpDir(t)
+  const file = `${dir}/agent.yaml`
+  writeFileSync(file, 'docker-socket: /srv/docker.sock\ncrioSocket: /srv/crio.sock\n')
+  const config = await parse(['--config', file, '--containerd-socket', '/srv/containerd.sock'], { FAULTLINE_PODMAN_SOCKET: '/srv/podman.sock' })
+  t.match(config, { dockerSocket: '/srv/docker.sock', containerdSocket: '/srv/containerd.sock', podmanSocket: '/srv/podman.sock', crioSocket: '/srv/crio.sock' })
+  t.notOk('dockerSocket' in (await parse([])), 'unset: the defaults of agent/capabilities/probe.ts apply')
+})
