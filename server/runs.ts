@@ -392,6 +392,8 @@ export class Runs {
     const { store } = this.#o
     const run = store.getRun(runId)
     if (!run || (run.status !== 'running' && run.status !== 'pending')) return
+    // Called on every update: count first, so a run of N hosts does not read N records N times.
+    if (store.openRecordCount(runId) > 0) return
     const records = store.records(runId)
     if (!records.every((r) => TERMINAL_RECORD.has(r.status))) return
     const chosen = records.filter((r) => r.requestId !== '')

@@ -245,6 +245,7 @@ export class Store {
         ON CONFLICT(run_id, agent_id, injection_id) DO UPDATE SET target = excluded.target, target_key = excluded.target_key,
           status = excluded.status, reason = excluded.reason, error = excluded.error, updated_at = excluded.updated_at`),
       recByRun: db.prepare('SELECT * FROM records WHERE run_id = ? ORDER BY agent_id, seq'),
+      recOpenCount: db.prepare("SELECT count(*) AS n FROM records WHERE run_id = ? AND status IN ('sent', 'active')"),
       recByRequest: db.prepare('SELECT * FROM records WHERE agent_id = ? AND request_id = ? ORDER BY seq'),
       recByInjection: db.prepare('SELECT * FROM records WHERE agent_id = ? AND injection_id = ?'),
       recPlaceholderDelete: db.prepare("DELETE FROM records WHERE agent_id = ? AND request_id = ? AND injection_id = ''"),
@@ -353,6 +354,11 @@ export class Store {
 
   records(runId: string): RecordRow[] {
     return (this.#s.recByRun.all(runId) as RawRecord[]).map(decodeRecord)
+  }
+
+  /** How many records of the run are still under way (sent or active): cheap, for every update. */
+  openRecordCount(runId: string): number {
+    return (this.#s.recOpenCount.get(runId) as { n: number }).n
   }
 
   recordsOfRequest(agentId: string, requestId: string): RecordRow[] {
