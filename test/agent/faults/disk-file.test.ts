@@ -700,6 +700,14 @@ t.test("a container's symlinks resolve inside the container, never to a host fil
   }
   const dots = await post(app, { fault: { kind: 'file-delete', path: `/../../..${decoy}` }, target: { type: 'container', name: c.name } })
   t.equal(dots.json<{ code: string }>().code, 'FAULTLINE_ERR_VALIDATION', '".." is refused before any lookup')
+  // the container's own /proc: refused, and with force still refused (it is procfs)
+  for (const force of [false, true]) {
+    const r = await post(app, { fault: { kind: 'file-corrupt', path: '/proc/1/environ', count: 1, force }, target: { type: 'container', name: c.name } })
+    t.equal(r.statusCode, 422, r.body)
+    t.equal(r.json<{ code: string }>().code, 'FAULTLINE_ERR_PATH_FORBIDDEN', `force ${force}: ${r.json<{ message: string }>().message}`)
+  }
+  const relative = await post(app, { fault: { kind: 'file-delete', path: 'etc/hosts' }, target: { type: 'container', name: c.name } })
+  t.equal(relative.json<{ code: string }>().code, 'FAULTLINE_ERR_VALIDATION')
   t.same(snapshot(decoy), before, 'the host file is untouched')
   // the same symlink pointing inside the container is followed, inside the container
   mkdirSync(c.host(hostDir), { recursive: true })
