@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { MARKER_VARIABLE, parseSize, stressHelperPath } from '../../../agent/faults/shared/stress.js'
+import { MARKER_VARIABLE, parseSize, stressHelperPath, stressorNice } from '../../../agent/faults/shared/stress.js'
 import { memoryRequest } from '../../../agent/faults/stress-memory/index.js'
 import { readCgroupMounts } from '../../../agent/targets/cgroupfs.js'
 import { parseProcCgroup } from '../../../agent/targets/containers/cgroups.js'
@@ -270,6 +270,19 @@ t.test('sizes and percentages', async (t) => {
   t.throws(() => parseSize('128MB', 'size'), /not a size/)
   t.equal(memoryRequest('50%', 256 * MiB), 128 * MiB)
   t.equal(memoryRequest('33.33%', 100 * 4096), 33 * 4096, 'whole pages, rounded down')
+})
+
+t.test('nice 19 exactly where the stressors would compete with the agent itself', async (t) => {
+  const cg = (hierarchy: string, path: string) => ({ hierarchy, path, dir: `/sys/fs/cgroup/x${path}` })
+  const agentAt = { cpu: '/system.slice/faultline.service', cpuacct: '/', unified: '/' }
+  t.equal(stressorNice([cg('cpu', '/system.slice/faultline.service')], agentAt).nice, 19, "the agent's own cgroup")
+  t.equal(stressorNice([cg('cpu', '/system.slice')], agentAt).nice, 19, 'an ancestor')
+  t.equal(stressorNice([cg('cpu', '/')], agentAt).nice, 19, 'the root')
+  t.equal(stressorNice([cg('cpu', '/system.slice/faultline')], agentAt).nice, 0, 'a name prefix is no ancestor')
+  t.equal(stressorNice([cg('cpu', '/docker/abc')], agentAt).nice, 0, 'a sibling subtree')
+  t.equal(stressorNice([cg('cpu', '/system.slice/faultline.service/x')], agentAt).nice, 0, 'below the agent: a weight of its own')
+  t.equal(stressorNice([cg('cpuacct', '/'), cg('unified', '/a')], { cpuacct: '/', unified: '/a' }).nice, 19, 'no v1 cpu hierarchy: v2 decides')
+  t.equal(stressorNice([cg('cpu,cpuacct', '/a')], { 'cpu,cpuacct': '/b' }).nice, 0, 'combined v1 hierarchy')
 })
 
 t.test('dryRun shows the exact argv and every cgroup file written', opts(), async (t) => {
@@ -605,7 +618,6 @@ t.test('kill -9 of the agent between an apply and its journal write, and with ev
   phase('the short injection stopped by itself')
   const restarted = await startAgentProcess(t, stateDir)
   phase('the restarted agent ready')
-  if (process.env.FL_DEBUG) for (const l of restarted.logs) t.comment(JSON.stringify(l).slice(0, 200))
   for (const id of ids) t.same(marked(id), [], `${id}: no stressor alive by the time the restarted agent answers`)
   for (const tg of targets) t.same(tg.cg.pids(), [tg.pid], "only the target in the target's cgroups")
   for (const id of ids) t.equal((await http<Injection>(`${restarted.url}/v1/injections/${id}`)).body.status, 'recovered')
