@@ -826,22 +826,45 @@ t.test('kill -9 of the agent with every kind active (host and container), then a
   t.same(backupsLeft(stateDir), [], 'no backup left')
 
   // 3. the agent dies right after the journal write (nothing applied), then right after apply
+  // (before its state write) of a file fault and of a fill
+  const hostFile = (kind: string) => {
+    const fc = fileCases.find((f) => f.kind === kind)!
+    const path = join(fileDir, `${kind}.conf`)
+    let before: Snapshot
+    return {
+      kind,
+      prepare: () => void (before = makeFile(path)),
+      fault: () => fc.fault(path),
+      effect: () => fc.effect(path),
+      untouched: () => t.same(snapshot(path), before, `${kind}: nothing applied yet`),
+      restored: () => t.same(comparable(snapshot(path), kind, true), comparable(before, kind, true), `${kind}: restored byte-identical by the restart`),
+    }
+  }
+  const hostFill = {
+    kind: 'disk-fill',
+    prepare: () => undefined,
+    fault: () => ({ kind: 'disk-fill', path: fillDir, percent: 60 }),
+    effect: () => Math.abs(usedPercent(fillDir) - 60) <= 1,
+    untouched: () => t.same(readdirSync(fillDir), [], 'disk-fill: nothing created yet'),
+    restored: () => t.same(readdirSync(fillDir), [], 'disk-fill: fill gone'),
+  }
   const crashes = [
-    { point: 'after-journal', fc: fileCases.find((f) => f.kind === 'file-replace')!, next: 'after-apply' },
-    { point: 'after-apply', fc: fileCases.find((f) => f.kind === 'file-delete')!, next: undefined },
+    { point: 'after-journal', c: hostFile('file-replace') },
+    { point: 'after-apply', c: hostFile('file-delete') },
+    { point: 'after-apply', c: hostFill },
   ] as const
-  for (const { point, fc, next } of crashes) {
-    const path = join(fileDir, `${fc.kind}.conf`)
-    const before = makeFile(path)
-    const id = `crash-${point}`
-    await http(`${agent.url}/v1/injections`, { method: 'POST', body: { id, fault: fc.fault(path), target: { type: 'host' }, duration: '10m' } }).catch(() => undefined)
-    t.same(await agent.exited, { code: null, signal: 'SIGKILL' }, `${fc.kind}: the agent killed itself ${point}`)
-    if (point === 'after-apply') t.ok(fc.effect(path), `${fc.kind}: the fault is on while the agent is dead`)
-    else t.same(snapshot(path), before, `${fc.kind}: nothing applied yet`)
+  for (const [i, { point, c }] of crashes.entries()) {
+    c.prepare()
+    const id = `crash-${point}-${c.kind}`
+    await http(`${agent.url}/v1/injections`, { method: 'POST', body: { id, fault: c.fault(), target: { type: 'host' }, duration: '10m' } }).catch(() => undefined)
+    t.same(await agent.exited, { code: null, signal: 'SIGKILL' }, `${c.kind}: the agent killed itself ${point}`)
+    if (point === 'after-apply') t.ok(c.effect(), `${c.kind}: the fault is on while the agent is dead`)
+    else c.untouched()
+    const next = crashes[i + 1]?.point
     agent = await startAgentProcess(t, stateDir, next ? { env: { FAULTLINE_CRASH_AT: next } } : {})
-    t.same(comparable(snapshot(path), fc.kind, true), comparable(before, fc.kind, true), `${fc.kind} killed ${point}: restored byte-identical by the restart`)
-    t.same(readdirSync(fileDir).sort(), confs, `${fc.kind} killed ${point}: no temporary file left`)
-    t.same(backupsLeft(stateDir), [], `${fc.kind} killed ${point}: no backup left`)
-    t.equal(await status(agent.url, id), 'recovered')
+    c.restored()
+    t.same(readdirSync(fileDir).sort(), confs, `${c.kind} killed ${point}: no temporary file left`)
+    t.same(backupsLeft(stateDir), [], `${c.kind} killed ${point}: no backup left`)
+    t.equal(await status(agent.url, id), 'recovered', `${c.kind} killed ${point}: recorded as recovered`)
   }
 })
