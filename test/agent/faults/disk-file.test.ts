@@ -1,8 +1,10 @@
-// Disk and file faults on the real kernel: disk-fill on a tmpfs the test mounts (unmounted at
-// teardown, also on failure), every file fault restored byte-identical (sha256, owner, mode,
-// atime, mtime to the nanosecond) on the host and inside a docker container, kill -9 of the
-// agent at both crash points and at every checkpoint inside apply, and dryRun plans. Needs
-// root; the container cases need dockerd and the test image (scripts/test-runtimes.sh start).
+// Disk and file faults on the real kernel: disk-fill on a tmpfs and on an ext4 loop device the
+// test mounts (unmounted and detached at teardown, also on failure; a killed run's leftovers
+// are swept by the next), every file fault restored byte-identical (sha256, owner, mode, atime,
+// mtime to the nanosecond) on the host and inside a docker container, bad input refused with a
+// 4xx and nothing changed, the agent dying after every checkpoint inside apply (in-process), and
+// kill -9 of the agent process with every kind active and at both crash points. Needs root; the
+// container cases need dockerd and the test image (scripts/test-runtimes.sh start).
 import { execFileSync, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
