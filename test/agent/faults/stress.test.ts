@@ -190,7 +190,10 @@ async function cpuPercent(cg: TestCgroup | string, windowMs: number): Promise<nu
   return ((u1 - u0) / Number(t1 - t0)) * 100
 }
 
-const memoryUsage = (cg: TestCgroup) => Number(readFileSync(join(cg.dir('memory'), 'memory.usage_in_bytes'), 'utf8'))
+// the memory controller's files: v1, or v2 where no v1 memory hierarchy is mounted
+const v1Memory = mounts.v1.has('memory')
+const memFile = { usage: v1Memory ? 'memory.usage_in_bytes' : 'memory.current', limit: v1Memory ? 'memory.limit_in_bytes' : 'memory.max', oom: v1Memory ? 'memory.oom_control' : 'memory.events' }
+const memoryUsage = (cg: TestCgroup) => Number(readFileSync(join(cg.dir('memory'), memFile.usage), 'utf8'))
 
 type Agent = Awaited<ReturnType<typeof testAgent>>
 
@@ -417,11 +420,11 @@ for (const engine of ['builtin', 'stress-ng'] as const) {
   t.test(`stress-memory (${engine}) above the cgroup's limit: the OOM killer takes the stressor, not the target`, engine === 'builtin' ? opts() : ngOpts(), async (t) => {
     const app = await agent()
     const { pid, cg } = target(t)
-    writeFileSync(join(cg.dir('memory'), 'memory.limit_in_bytes'), String(64 * MiB))
+    writeFileSync(join(cg.dir('memory'), memFile.limit), String(64 * MiB))
     const inj = await inject(app, { kind: 'stress-memory', size: '128MiB', engine }, { type: 'process', pid })
     t.match(inj.plan.steps.map((s) => s.detail).join('\n'), /above the limit/)
     t.equal(planOf(inj).limitBytes, 64 * MiB, 'the limit is in the plan')
-    await waitFor('the OOM kill', () => /^oom_kill [1-9]/m.test(readFileSync(join(cg.dir('memory'), 'memory.oom_control'), 'utf8')), 15_000, 50)
+    await waitFor('the OOM kill', () => /^oom_kill [1-9]/m.test(readFileSync(join(cg.dir('memory'), memFile.oom), 'utf8')), 15_000, 50)
     await waitFor('the stressors to be gone', () => marked(inj.id).length === 0, 10_000, 50)
     t.ok(readFileSync(`/proc/${pid}/stat`, 'utf8').includes('(sleep) S'), 'the target is alive')
     const rec = await recover(app, inj.id)
@@ -434,12 +437,12 @@ for (const engine of ['builtin', 'stress-ng'] as const) {
 t.test('stress-memory as a percentage of the limit', opts(), async (t) => {
   const app = await agent()
   const { pid, cg } = target(t)
-  writeFileSync(join(cg.dir('memory'), 'memory.limit_in_bytes'), String(256 * MiB))
+  writeFileSync(join(cg.dir('memory'), memFile.limit), String(256 * MiB))
   const res = await app.inject({ method: 'POST', url: '/v1/injections', payload: { fault: { kind: 'stress-memory', size: '25%', engine: 'builtin' }, target: { type: 'process', pid }, duration: '1m', dryRun: true } })
   t.equal(res.statusCode, 200, res.body)
   const plan = planOf(res.json<Injection>())
   t.equal(plan.bytes, 64 * MiB)
-  t.match(plan.limitSource, `memory.limit_in_bytes of /${cg.name}`)
+  t.match(plan.limitSource, `${memFile.limit} of /${cg.name}`)
 })
 
 // ---- stress-io ------------------------------------------------------------------------------
