@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
 import { LINK_PROTOCOL_VERSION } from '../protocol/link.js'
-import { cliEntry, formatMachine, machineInfo, running, sleep, stderrProgress, table, track, withCleanup, type MachineInfo } from './lib.js'
+import { cliEntry, formatMachine, machineInfo, ratio, repoRoot, running, sleep, stderrProgress, table, track, withCleanup, type Cleanup, type MachineInfo } from './lib.js'
 
 /**
  * The server with many simulated agents (DESIGN.md section 7): N light WebSocket clients in this
@@ -21,6 +21,8 @@ import { cliEntry, formatMachine, machineInfo, running, sleep, stderrProgress, t
  *   polled every 10 ms, every 50 ms above 200 agents).
  * - halt → recovered: from just before POST /v1/halt to the moment each client acknowledged the
  *   halt (per agent), and to the answer of POST /v1/halt (every acknowledgement received).
+ * - baseline: the same fan-out with nothing but WebSocket frames (bareFanout): what any server
+ *   pays to reach N clients and hear back from each on this machine.
  */
 
 export interface ServerBenchLevel {
@@ -41,6 +43,14 @@ export interface ServerBenchLevel {
   /** Per round: POST /v1/halt → its answer (every connected agent acknowledged). */
   haltAnswerMedianMs: number
   haltAnswerMaxMs: number
+  /**
+   * Baseline, same run and fleet size: a bare `ws` server (its own process, no schema, no
+   * SQLite, no HTTP) sends one message to every client and waits for every reply. Per client
+   * and until the last reply, median of the rounds.
+   */
+  bareP50Ms: number
+  bareP99Ms: number
+  bareAllMedianMs: number
 }
 
 export interface ServerBenchResult {
@@ -225,8 +235,13 @@ export async function runServerBench(opts: { rounds?: number; warmupRounds?: num
       agents.length = 0
       child.kill('SIGTERM')
       await server.exited
+      const bareResult = await bareFanout(n, rounds, warmup, cleanup)
+      progress(`server bench: ${n} agents, bare ws fan-out: all replied in ${Math.round(median(bareResult.all))} ms (median)`)
       levels.push({
         agents: n,
+        bareP50Ms: r1(quantile(bareResult.perClient, 50)),
+        bareP99Ms: r1(quantile(bareResult.perClient, 99)),
+        bareAllMedianMs: r1(median(bareResult.all)),
         rounds,
         connectMs: Math.round(connectMs),
         activeP50Ms: r1(quantile(active, 50)),
@@ -243,6 +258,83 @@ export async function runServerBench(opts: { rounds?: number; warmupRounds?: num
     }
     return { machine: machineInfo(), leaseMs, levels }
   })
+}
+
+const BARE_SERVER = `
+const { WebSocketServer } = require('ws')
+const { performance } = require('node:perf_hooks')
+const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false })
+let pending = 0
+let t0 = 0
+wss.on('connection', (ws) => ws.on('message', () => {
+  if (pending > 0 && --pending === 0) process.stdout.write(JSON.stringify({ allMs: performance.now() - t0 }) + '\\n')
+}))
+wss.on('listening', () => process.stdout.write(JSON.stringify({ port: wss.address().port }) + '\\n'))
+process.stdin.on('data', () => {
+  pending = wss.clients.size
+  t0 = performance.now()
+  for (const ws of wss.clients) ws.send('{"type":"ping"}')
+})
+`
+
+/**
+ * The baseline: n clients of a bare ws server (a child process); `rounds` times, the server
+ * sends each a frame and waits for every reply. Per client: from the bench's "go" to the frame's
+ * arrival; all: the child's own clock from the first send to the last reply.
+ */
+async function bareFanout(n: number, rounds: number, warmup: number, cleanup: Cleanup): Promise<{ perClient: number[]; all: number[] }> {
+  const child = spawn(process.execPath, ['-e', BARE_SERVER], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'inherit'] })
+  const bare = track(child, 'bare ws server')
+  const undo = cleanup.add('bare ws server', async () => {
+    if (running(bare)) child.kill('SIGKILL')
+    await bare.exited
+  })
+  const lines: Record<string, number>[] = []
+  let buffered = ''
+  child.stdout!.on('data', (c: Buffer) => {
+    buffered += c.toString()
+    let nl: number
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      lines.push(JSON.parse(buffered.slice(0, nl)) as Record<string, number>)
+      buffered = buffered.slice(nl + 1)
+    }
+  })
+  const waitLine = async (key: string, from: number) => {
+    for (;;) {
+      const line = lines.slice(from).find((l) => key in l)
+      if (line) return line[key]!
+      if (!running(bare)) throw new Error('the bare ws server exited')
+      await sleep(2)
+    }
+  }
+  const port = await waitLine('port', 0)
+  const clients: { ws: WebSocket; at: number }[] = []
+  for (let i = 0; i < n; i += 50) {
+    const batch = Array.from({ length: Math.min(50, n - i) }, () => {
+      const c = { ws: new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false }), at: 0 }
+      c.ws.on('message', () => {
+        c.at = performance.now()
+        c.ws.send('{"type":"pong"}')
+      })
+      return c
+    })
+    clients.push(...batch)
+    await Promise.all(batch.map((c) => new Promise((resolve, reject) => c.ws.once('open', resolve).once('error', reject))))
+  }
+  const perClient: number[] = []
+  const all: number[] = []
+  for (let round = 0; round < warmup + rounds; round++) {
+    const from = lines.length
+    const t0 = performance.now()
+    child.stdin!.write('go\n')
+    const allMs = await waitLine('allMs', from)
+    if (round < warmup) continue
+    for (const c of clients) perClient.push(c.at - t0)
+    all.push(allMs)
+  }
+  for (const c of clients) c.ws.terminate()
+  await undo()
+  return { perClient, all }
 }
 
 /** The URL the server logs once it listens ("faultline server ready"). */
@@ -271,10 +363,12 @@ export function formatServerResult(r: ServerBenchResult): string {
     `${l.allActiveMedianMs} (${l.allActiveMaxMs}) ms`,
     `${l.haltP50Ms} / ${l.haltP99Ms} / ${l.haltMaxMs} ms`,
     `${l.haltAnswerMedianMs} (${l.haltAnswerMaxMs}) ms`,
+    `${l.bareP50Ms} / ${l.bareP99Ms} ms, all ${l.bareAllMedianMs} ms`,
+    `×${ratio(l.allActiveMedianMs, l.bareAllMedianMs)} / ×${ratio(l.haltAnswerMedianMs, l.bareAllMedianMs)}`,
   ])
   return [
     'Server: run start and halt-all across simulated agents (WebSocket clients in one process)',
     formatMachine(r.machine),
-    table(['agents', 'rounds', 'enrol+hello', 'run→active p50/p99/max', 'all active (worst)', 'halt→recovered p50/p99/max', 'halt answered (worst)'], rows),
+    table(['agents', 'rounds', 'enrol+hello', 'run→active p50/p99/max', 'all active (worst)', 'halt→recovered p50/p99/max', 'halt answered (worst)', 'bare ws p50/p99, all', 'all active / halt vs bare'], rows),
   ].join('\n')
 }
