@@ -143,7 +143,7 @@ export async function startAgentProcess(
       if (!running) throw new Error(`agent exited before it was ready: ${stderr}`)
       return logs.find((l) => l.msg === 'faultline agent ready')
     },
-    30_000,
+    60_000,
   )
   agent.url = String(ready.url)
   return agent
