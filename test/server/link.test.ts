@@ -226,3 +226,30 @@ t.test('after a reconnect: injections of an aborted run are recovered, vanished 
   t.match(lost.records, [{ status: 'aborted', reason: 'missing', error: { code: 'FAULTLINE_ERR_AGENT_OFFLINE' } }])
   t.ok(fakeInjection)
 })
+
+t.test('a schedule starts runs on its own; a tick while a run is in progress is skipped and recorded', async (t) => {
+  const app = await server(t)
+  await connectFake(app, { name: 'db-1', authorization: enrol })
+  // Every second (six-field cron); the runs last 30 s, so the ticks after the first are skipped.
+  await apply(app, { name: 'ticking', hosts: { names: ['db-1'] }, schedule: '* * * * * *' })
+  const run = await waitFor('a scheduled run', async () => {
+    const runs = (await app.inject({ method: 'GET', url: '/v1/runs?experiment=ticking' })).json().runs as { id: string; trigger: string; startedBy: string }[]
+    return runs[0]
+  }, 10_000, 50)
+  t.equal(run.trigger, 'schedule')
+  t.equal(run.startedBy, 'schedule')
+  await waitFor('active', async () => (await getRun(app, run.id)).records[0]?.status === 'active', 10_000)
+  const skipped = await waitFor('a skipped tick', async () => {
+    const events = (await app.inject({ method: 'GET', url: '/v1/events?limit=1000' })).json().events as { type: string; message: string }[]
+    return events.find((e) => e.type === 'schedule.skipped')
+  }, 10_000, 50)
+  t.match(skipped.message, /ticking.*already has run/)
+  const runs = (await app.inject({ method: 'GET', url: '/v1/runs?experiment=ticking' })).json().runs as unknown[]
+  t.equal(runs.length, 1, 'no overlapping run')
+  // Removing the schedule stops the ticks.
+  await apply(app, { name: 'ticking', hosts: { names: ['db-1'] } })
+  await app.inject({ method: 'POST', url: `/v1/runs/${run.id}/abort` })
+  await waitFor('aborted', async () => (await getRun(app, run.id)).status === 'aborted', 10_000)
+  await new Promise((r) => setTimeout(r, 2_500))
+  t.equal(((await app.inject({ method: 'GET', url: '/v1/runs?experiment=ticking' })).json().runs as unknown[]).length, 1, 'no run after the schedule was removed')
+})
