@@ -1,13 +1,14 @@
 // The fleet commands of the CLI (from the sources, through runCli) against a server listening on
-// loopback, with a fake agent on the link: exp apply / ls / show / run (live) / abort, halt --all,
-// agents ls, and their --help examples.
+// loopback, with a fake agent on the link: exp apply / ls / show / run (live, and Ctrl-C) / abort,
+// halt --all, agents ls, and their --help examples.
+import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Command } from 'commander'
 import t from 'tap'
 import { buildProgram } from '../../cli/program.js'
 import { buildServer } from '../../server/app.js'
-import { runCli, tmpDir, waitFor } from '../helpers.js'
+import { cliEntry, runCli, tmpDir, waitFor } from '../helpers.js'
 import { connectFake } from './fake-agent.js'
 
 const ADMIN = 'admin-token-for-the-cli-test-0123456789'
@@ -105,6 +106,23 @@ t.test('exp run --detach, then exp abort', async (t) => {
   const view = (await app.inject({ method: 'GET', url: `/v1/runs/${id}`, headers: adminHeaders })).json() as { status: string; abortedBy: string }
   t.equal(view.status, 'aborted')
   t.equal(view.abortedBy, 'admin-token')
+})
+
+t.test('Ctrl-C during exp run aborts the run: the host recovers', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, 'exp', 'run', 'db-stop'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } })
+  t.teardown(() => void child.kill('SIGKILL'))
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)))
+  await waitFor('the live view to show the host active', () => /active/.test(stdout) || undefined, 30_000, 50)
+  t.equal(agent.open.size, 1)
+  child.kill('SIGINT')
+  t.equal(await exited, 1, 'exit 1: aborted')
+  t.match(stderr, /aborting run \S+: every host recovers now/)
+  t.match(stdout, /aborted \(abort\)/)
+  t.equal(agent.open.size, 0, 'the agent recovered')
 })
 
 t.test('agents ls; a wrong token is refused with a clear message', async (t) => {
