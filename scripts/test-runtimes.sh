@@ -200,6 +200,13 @@ stop() {
   running podman || rm -f "$PODMAN_SOCK"
   running dockerd || rm -f "$DOCKER_SOCK"
   running containerd || rm -f "$CONTAINERD_SOCK"
+  # dockerd bind-mounts its data root onto itself (for mount propagation) and does not always
+  # take that back (after a kill, or when an earlier dockerd made it); the state is ours alone.
+  if ! running dockerd && ! running containerd && ! running podman; then
+    awk -v a="$STATE/" 'index($2 "/", a) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
+      umount "$m" 2> /dev/null || umount -l "$m" 2> /dev/null || true
+    done
+  fi
   remove_cgroups
   local left
   left=$(printf '%s\n%s' "$containers_left" "$(leftovers)" | sed '/^$/d')
