@@ -3,10 +3,10 @@ import { accessSync, constants as fsConstants, mkdirSync, readFileSync, rmSync, 
 import { setPriority } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Type, type Static } from 'typebox'
+import { Type, type Static, type TProperties } from 'typebox'
 import type { Feature, FeatureMap } from '../../../protocol/capabilities.js'
 import { FaultlineError } from '../../../protocol/errors.js'
-import type { PlanStep } from '../../../protocol/plan.js'
+import { PlanStepSchema, type PlanStep } from '../../../protocol/plan.js'
 import { describeTarget, type ResolvedTarget } from '../../../protocol/target.js'
 import { parseProcCgroup } from '../../targets/containers/cgroups.js'
 import { findProgram, run } from '../../exec.js'
@@ -165,6 +165,16 @@ export const StressPlanFields = {
   oomCounter: Type.Optional(Type.String()),
   /** The stressors' nice value: 0, or STRESSOR_SHARED_NICE where they would compete with the agent itself. */
   nice: Type.Integer({ minimum: 0, maximum: 19 }),
+}
+
+/** A stress kind's plan schema: the shared fields, the kind's own, steps and claims. */
+export function stressPlanSchema<Fields extends TProperties>(fields: Fields) {
+  return Type.Object({
+    ...StressPlanFields,
+    ...fields,
+    steps: Type.Array(PlanStepSchema),
+    claims: Type.Optional(Type.Array(Type.String())),
+  })
 }
 
 export const StressStateSchema = Type.Object({
@@ -636,3 +646,19 @@ export function stressUnavailable(features: FeatureMap): string | undefined {
   if (features['cgroup:v1']?.available || features['cgroup:v2']?.available) return undefined
   return 'no cgroup hierarchy is mounted: stressors could not be charged to their target'
 }
+
+/**
+ * What stress-cpu, stress-memory and stress-io share beyond their spec and plan: the state,
+ * where they may run, what they need, and the whole lifecycle after planning.
+ */
+export const stressKindCommon = {
+  stateSchema: StressStateSchema,
+  recoverable: true,
+  targets: ['host', 'process', 'container'],
+  requires: ['helper:stress'],
+  unavailableReason: stressUnavailable,
+  exclusive: false,
+  undoFromPlan: undoFromStressPlan,
+  apply: applyStress,
+  recover: recoverStress,
+} as const

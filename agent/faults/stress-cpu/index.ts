@@ -1,21 +1,16 @@
 import { Type } from 'typebox'
-import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   DEADLINE_ARG,
   EngineField,
   SECONDS_LEFT_ARG,
-  StressPlanFields,
-  StressStateSchema,
-  applyStress,
   basePlan,
   cgroupClaim,
   chooseEngine,
   gatherStress,
   gated,
-  recoverStress,
+  stressKindCommon,
+  stressPlanSchema,
   stressSteps,
-  stressUnavailable,
-  undoFromStressPlan,
   type StressFacts,
 } from '../shared/stress.js'
 import { defineFault } from '../types.js'
@@ -45,19 +40,11 @@ export const stressCpu = defineFault({
     },
     { additionalProperties: false, title: 'stress-cpu' },
   ),
-  planSchema: Type.Object({
-    ...StressPlanFields,
+  planSchema: stressPlanSchema({
     load: Type.Integer(),
     workers: Type.Integer(),
-    steps: Type.Array(PlanStepSchema),
-    claims: Type.Optional(Type.Array(Type.String())),
   }),
-  stateSchema: StressStateSchema,
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['helper:stress'],
-  unavailableReason: stressUnavailable,
-  exclusive: false,
+  ...stressKindCommon,
 
   async gather(_spec, target, ctx): Promise<StressFacts> {
     return gatherStress(target, ctx)
@@ -81,8 +68,4 @@ export const stressCpu = defineFault({
       claims: target.type === 'host' ? [] : cgroupClaim('stress-cpu', plan.cgroups, 'cpuacct'),
     }
   },
-
-  undoFromPlan: undoFromStressPlan,
-  apply: applyStress,
-  recover: recoverStress,
 })

@@ -2,15 +2,11 @@ import { statSync, statfsSync } from 'node:fs'
 import { join } from 'node:path'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
-import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   DEADLINE_ARG,
   EngineField,
   SECONDS_LEFT_ARG,
   SIZE_PATTERN,
-  StressPlanFields,
-  StressStateSchema,
-  applyStress,
   basePlan,
   cgroupClaim,
   chooseEngine,
@@ -18,10 +14,9 @@ import {
   gatherStress,
   gated,
   parseSize,
-  recoverStress,
+  stressKindCommon,
+  stressPlanSchema,
   stressSteps,
-  stressUnavailable,
-  undoFromStressPlan,
   type StressFacts,
 } from '../shared/stress.js'
 import { defineFault } from '../types.js'
@@ -61,20 +56,12 @@ export const stressIo = defineFault({
     },
     { additionalProperties: false, title: 'stress-io' },
   ),
-  planSchema: Type.Object({
-    ...StressPlanFields,
+  planSchema: stressPlanSchema({
     workers: Type.Integer(),
     bytes: Type.Integer(),
     mode: Type.String(),
-    steps: Type.Array(PlanStepSchema),
-    claims: Type.Optional(Type.Array(Type.String())),
   }),
-  stateSchema: StressStateSchema,
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['helper:stress'],
-  unavailableReason: stressUnavailable,
-  exclusive: false,
+  ...stressKindCommon,
 
   async gather(spec, target, ctx): Promise<IoFacts> {
     const path = spec.path ?? DEFAULT_PATH
@@ -127,8 +114,4 @@ export const stressIo = defineFault({
       claims: target.type === 'host' ? [] : cgroupClaim('stress-io', plan.cgroups, 'blkio'),
     }
   },
-
-  undoFromPlan: undoFromStressPlan,
-  apply: applyStress,
-  recover: recoverStress,
 })

@@ -1,13 +1,9 @@
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
-import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   DEADLINE_ARG,
   EngineField,
   SECONDS_LEFT_ARG,
-  StressPlanFields,
-  StressStateSchema,
-  applyStress,
   basePlan,
   cgroupClaim,
   chooseEngine,
@@ -15,10 +11,9 @@ import {
   gatherStress,
   gated,
   parseSize,
-  recoverStress,
+  stressKindCommon,
+  stressPlanSchema,
   stressSteps,
-  stressUnavailable,
-  undoFromStressPlan,
   type StressFacts,
 } from '../shared/stress.js'
 import { defineFault } from '../types.js'
@@ -53,20 +48,12 @@ export const stressMemory = defineFault({
     },
     { additionalProperties: false, title: 'stress-memory' },
   ),
-  planSchema: Type.Object({
-    ...StressPlanFields,
+  planSchema: stressPlanSchema({
     bytes: Type.Integer(),
     limitBytes: Type.Integer(),
     limitSource: Type.String(),
-    steps: Type.Array(PlanStepSchema),
-    claims: Type.Optional(Type.Array(Type.String())),
   }),
-  stateSchema: StressStateSchema,
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['helper:stress'],
-  unavailableReason: stressUnavailable,
-  exclusive: false,
+  ...stressKindCommon,
 
   async gather(_spec, target, ctx): Promise<StressFacts> {
     return gatherStress(target, ctx)
@@ -107,8 +94,4 @@ export const stressMemory = defineFault({
       claims: target.type === 'host' ? [] : cgroupClaim('stress-memory', plan.cgroups, 'memory'),
     }
   },
-
-  undoFromPlan: undoFromStressPlan,
-  apply: applyStress,
-  recover: recoverStress,
 })
