@@ -42,6 +42,7 @@ export const featureNames = [
   'cgroup:v2',
   'cgroup:freezer',
   'ptrace',
+  'openat2',
   'fuse',
   'timens',
   'runtime:docker',

@@ -8,6 +8,7 @@ import { probeTimeskewHelper } from '../faults/time-skew/helper.js'
 import { probeStressHelper } from '../faults/shared/stress.js'
 import { findProgram, run } from '../exec.js'
 import { pidfdSupported } from '../native/libc.js'
+import { openat2Supported } from '../faults/shared/files-native.js'
 import { readCgroupMounts } from '../targets/cgroupfs.js'
 import { AGENT_VERSION } from '../version.js'
 
@@ -234,6 +235,7 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
     'helper:netdelay': netdelay,
     'helper:timeskew': timeskew,
     'helper:stress': stress,
+    openat2: openat2Supported(),
     ...probeCgroups(opts.procRoot),
     ...probeFiles(opts.procRoot, opts.runtimeSockets),
   }

@@ -144,7 +144,7 @@ export const diskFill = defineFault({
   stateSchema: StateSchema,
   recoverable: true,
   targets: ['host', 'process', 'container'],
-  requires: [],
+  requires: ['openat2'],
   exclusive: false,
 
   async gather(spec, target, ctx): Promise<FillFacts> {

@@ -93,7 +93,7 @@ export const fileAppend = defineFault({
   stateSchema: Type.Object({ ...FileStateFields, appended: Type.Object(AppendedFields) }),
   recoverable: true,
   targets: ['host', 'process', 'container'],
-  requires: [],
+  requires: ['openat2'],
   exclusive: false,
 
   gather: (spec, target, ctx): Promise<FileFacts> => gatherFile(spec, target, ctx, 'file-append'),

@@ -40,7 +40,7 @@ export const fileChmod = defineFault({
   stateSchema: Type.Object(FileStateFields),
   recoverable: true,
   targets: ['host', 'process', 'container'],
-  requires: [],
+  requires: ['openat2'],
   exclusive: false,
 
   gather: (spec, target, ctx): Promise<FileFacts> => gatherFile(spec, target, ctx, 'file-chmod'),

@@ -106,7 +106,7 @@ export const fileCorrupt = defineFault({
   stateSchema: Type.Object(FileStateFields),
   recoverable: true,
   targets: ['host', 'process', 'container'],
-  requires: [],
+  requires: ['openat2'],
   exclusive: false,
 
   async gather(spec, target, ctx): Promise<CorruptFacts> {

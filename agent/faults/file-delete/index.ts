@@ -49,7 +49,7 @@ export const fileDelete = defineFault({
   stateSchema: Type.Object(FileStateFields),
   recoverable: true,
   targets: ['host', 'process', 'container'],
-  requires: [],
+  requires: ['openat2'],
   exclusive: false,
 
   gather: (spec, target, ctx): Promise<FileFacts> => gatherFile(spec, target, ctx, 'file-delete'),

@@ -153,7 +153,7 @@ export const fileReplace = defineFault({
   stateSchema: Type.Object(FileStateFields),
   recoverable: true,
   targets: ['host', 'process', 'container'],
-  requires: [],
+  requires: ['openat2'],
   exclusive: false,
 
   async gather(spec, target, ctx): Promise<FileFacts & { read: Buffer }> {

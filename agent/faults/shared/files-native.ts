@@ -1,3 +1,4 @@
+import { closeSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { errnoError } from '../../native/libc.js'
 
@@ -98,4 +99,19 @@ export function futimens(fd: number, atimeNs: bigint, mtimeNs: bigint): void {
     times.writeBigInt64LE(nsec, i * 16 + 8)
   }
   if (c.futimens(fd, times) !== 0) throw errnoError('futimens', c.errno())
+}
+
+/**
+ * For the capability probe: whether this kernel has openat2(2) with RESOLVE_IN_ROOT (Linux
+ * 5.6), which every disk and file fault resolves its paths with.
+ */
+export function openat2Supported(): { available: boolean; detail: string } {
+  try {
+    const fd = openat2(AT_FDCWD, '/', O_DIRECTORY | O_PATH | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    closeSync(fd)
+    return { available: true, detail: 'openat2(2) with RESOLVE_IN_ROOT works' }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return { available: false, detail: `openat2(2) failed (${code ?? (err as Error).message}): disk and file faults need Linux 5.6 or later` }
+  }
 }

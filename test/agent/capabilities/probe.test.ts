@@ -34,6 +34,11 @@ t.test('probe verdicts match direct attempts on this kernel', { skip: process.ge
   }
   if (!caps.features['qdisc:netem']!.available) t.match(caps.features['qdisc:netem']!.detail, /sch_netem/, 'the reason names the missing kernel module')
   t.equal(caps.features.pidfd!.available, true, 'pidfd works on kernels >= 5.3')
+  const [major, minor] = execFileSync('uname', ['-r']).toString().split('.').map(Number)
+  t.equal(caps.features.openat2!.available, major! > 5 || (major === 5 && minor! >= 6), `openat2 is there from Linux 5.6: ${caps.features.openat2!.detail}`)
+  for (const kind of ['disk-fill', 'file-delete', 'file-corrupt']) {
+    t.equal(caps.kinds[kind]?.available, caps.features.openat2!.available, `${kind} is offered exactly when openat2 works`)
+  }
   t.equal(caps.host.agentPid, process.pid)
   t.ok(caps.host.kernel.length > 0 && caps.host.cpuCores > 0 && caps.host.memTotalBytes > 0, 'host facts from systeminformation')
   t.equal(execFileSync('uname', ['-r']).toString().trim(), caps.host.kernel)
