@@ -10,7 +10,8 @@ import { clientFrom, printJson, wantsJson, withClientOptions } from './client-op
 
 const OPEN = new Set(['pending', 'applying', 'active', 'recovering'])
 
-const targetHelp = 'host | process:<pid> | process:name=<comm> | process:cmdline=<regex> | netns:<name>'
+const targetHelp =
+  'host | process:<pid> | process:name=<comm> | process:cmdline=<regex> | netns:<name> | container:<id prefix> | container:name=<name> | container:labels=<k=v,...> | container:image=<ref>'
 
 interface JsonSchemaLike {
   type?: string
@@ -79,6 +80,58 @@ function kindOptions(kind: FaultKind): Option[] {
   return options
 }
 
+/** Target selectors for examples, in order of preference, per target type. */
+const exampleTargets: Record<string, string[]> = {
+  process: ['process:name=nginx', 'process:4242', "'process:cmdline=^postgres: checkpointer'"],
+  container: ['container:labels=app=db', 'container:name=api'],
+  netns: ['netns:blue'],
+  host: ['host'],
+}
+
+/** Example values for required parameters whose schema gives none ("kind.name" first, then "name"). */
+const exampleValues: Record<string, string> = {
+  'disk-fill.path': '/var/lib/app',
+  path: '/etc/app/app.conf',
+  percent: '30',
+  latency: '100ms',
+  size: '256MiB',
+  mode: '000',
+  pattern: 'listen 80',
+  replacement: 'listen 81',
+}
+
+/** Kinds that need one of several parameters (the schema cannot say which): the one examples use. */
+const exampleChoices: Record<string, string> = {
+  'disk-fill': ' --percent 90',
+  'file-append': " --text 'garbage'",
+  'file-corrupt': ' --count 16',
+}
+
+/**
+ * Examples that work as written: only target types the kind accepts, and its required
+ * parameters with the first example (or choice) its schema gives.
+ */
+function kindExamples(kind: FaultKind): string {
+  const schema = kind.specSchema as unknown as { properties: Record<string, JsonSchemaLike & { examples?: unknown[] }>; required?: string[] }
+  const required = (schema.required ?? [])
+    .filter((name) => name !== 'kind')
+    .map((name) => {
+      const prop = schema.properties[name]!
+      const example = prop.examples?.[0] ?? prop.enum?.[0] ?? exampleValues[`${kind.kind}.${name}`] ?? exampleValues[name]
+      const text = Array.isArray(example) ? example.join(',') : typeof example === 'object' && example !== null ? Object.entries(example).map(([k, v]) => `${k}=${String(v)}`).join(',') : String(example ?? '<value>')
+      return ` --${kebab(name)} ${/^[\w.,:=%/+-]+$/.test(text) ? text : `'${text}'`}`
+    })
+    .join('') + (exampleChoices[kind.kind] ?? '')
+  const targets = kind.targets.flatMap((type) => exampleTargets[type] ?? []).slice(0, 3)
+  const durations = ['30s', '5m --detach', '1m --dry-run']
+  const lines = targets.map((target, i) => `  faultline inject ${kind.kind} --target ${target}${required} --duration ${durations[i]}`)
+  return `
+Examples:
+${lines.join('\n')}
+
+Without --detach the command waits, shows the time left, and Ctrl-C recovers the fault at once.`
+}
+
 function kindCommand(kind: FaultKind): Command {
   const cmd = withClientOptions(new Command(kind.kind))
     .description(kind.summary)
@@ -92,16 +145,7 @@ function kindCommand(kind: FaultKind): Command {
       return Number(v)
     })
   for (const opt of kindOptions(kind)) cmd.addOption(opt)
-  cmd.addHelpText(
-    'after',
-    `
-Examples:
-  faultline inject ${kind.kind} --target process:name=nginx --duration 30s
-  faultline inject ${kind.kind} --target process:4242 --duration 5m --detach
-  faultline inject ${kind.kind} --target 'process:cmdline=^postgres: checkpointer' --duration 1m --dry-run
-
-Without --detach the command waits, shows the time left, and Ctrl-C recovers the fault at once.`,
-  )
+  cmd.addHelpText('after', kindExamples(kind))
   cmd.action(async (_opts, command: Command) => injectAction(kind, command))
   return cmd
 }
@@ -114,15 +158,14 @@ export function injectCommand(): Command {
   return inject
 }
 
-async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
-  const opts = cmd.opts<Record<string, unknown>>()
-  const json = wantsJson(cmd)
+/** The POST /v1/injections body a kind's command line asks for. */
+export function requestFromOptions(kind: FaultKind, opts: Record<string, unknown>) {
   const schema = kind.specSchema as unknown as { properties: Record<string, unknown> }
   const fault: Record<string, unknown> = { kind: kind.kind }
   for (const name of Object.keys(schema.properties)) {
     if (name !== 'kind' && opts[name] !== undefined) fault[name] = opts[name]
   }
-  const body = {
+  return {
     fault,
     target: parseTargetShorthand(String(opts.target)),
     duration: String(opts.duration),
@@ -130,6 +173,12 @@ async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
     ...(opts.dryRun ? { dryRun: true } : {}),
     ...(opts.maxTargets !== undefined ? { maxTargets: opts.maxTargets } : {}),
   }
+}
+
+async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
+  const opts = cmd.opts<Record<string, unknown>>()
+  const json = wantsJson(cmd)
+  const body = requestFromOptions(kind, opts)
   const client = clientFrom(cmd)
   // Ctrl-C is watched from before the request, so an interrupt that lands while the agent is
   // still applying recovers the fault as soon as it exists.
