@@ -1,7 +1,7 @@
 import { accessSync, closeSync, constants as fsConstants, openSync, readSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { FaultlineError } from '../../protocol/errors.js'
+import { nativePath } from './paths.js'
 
 /**
  * native/nsexec: the one primitive for entering namespaces. The agent never calls setns(2)
@@ -20,21 +20,14 @@ import { FaultlineError } from '../../protocol/errors.js'
 export type NamespaceKind = 'net' | 'mnt' | 'pid' | 'uts' | 'ipc' | 'cgroup' | 'time' | 'user'
 export type NamespacePaths = Partial<Record<NamespaceKind, string>>
 
-// native/ sits at the repository root; this file runs from agent/native/ or dist/agent/native/.
-const here = dirname(fileURLToPath(import.meta.url))
-const candidates = [join(here, '..', '..', 'native', 'nsexec', 'build'), join(here, '..', '..', '..', 'native', 'nsexec', 'build')]
-
 function locate(file: string): string | undefined {
-  for (const dir of candidates) {
-    const path = join(dir, file)
-    try {
-      accessSync(path, fsConstants.R_OK)
-      return path
-    } catch {
-      /* next */
-    }
+  const path = nativePath('nsexec', 'build', file)
+  try {
+    accessSync(path, fsConstants.R_OK)
+    return path
+  } catch {
+    return undefined
   }
-  return undefined
 }
 
 let wrapper: string | undefined

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { setPriority } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import type { Feature } from '../../../protocol/capabilities.js'
 import { run } from '../../exec.js'
 import { listPids, readStat } from '../../targets/procfs.js'
 import { signalExactProcess } from '../../targets/signal.js'
+import { nativePath } from '../../native/paths.js'
 
 /**
  * faultline-netdelay (native/netdelay): the process that holds the packets of one NFQUEUE queue
@@ -18,32 +18,9 @@ export const HELPER_NAME = 'faultline-netdelay'
 /** /proc/<pid>/stat shows the first 15 characters of the executable's name. */
 const HELPER_COMM = HELPER_NAME.slice(0, 15)
 
-let helperPath: string | undefined
-
-/**
- * The helper binary: <package root>/native/netdelay/faultline-netdelay, found from this module
- * both when it runs from the sources (agent/faults/network-delay/) and from dist/.
- */
+/** The helper binary: <package root>/native/netdelay/faultline-netdelay. */
 export function netdelayHelperPath(): string {
-  if (helperPath) return helperPath
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (;;) {
-    const pkg = join(dir, 'package.json')
-    if (existsSync(pkg) && existsSync(join(dir, 'native'))) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'faultline') break
-      } catch {
-        /* not ours: keep climbing */
-      }
-    }
-    const parent = dirname(dir)
-    if (parent === dir) {
-      dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
-      break
-    }
-    dir = parent
-  }
-  return (helperPath = join(dir, 'native', 'netdelay', HELPER_NAME))
+  return nativePath('netdelay', HELPER_NAME)
 }
 
 /**

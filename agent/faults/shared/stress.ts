@@ -1,8 +1,8 @@
+import { nativePath } from '../../native/paths.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants as fsConstants, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Type, type Static, type TProperties } from 'typebox'
 import type { Feature, FeatureMap } from '../../../protocol/capabilities.js'
 import { FaultlineError } from '../../../protocol/errors.js'
@@ -64,24 +64,18 @@ import {
 // ---- the native helper --------------------------------------------------------------------
 
 export const STRESS_HELPER = 'faultline-stress'
-const here = dirname(fileURLToPath(import.meta.url))
-// native/ sits at the package root; this file runs from agent/faults/shared/ or dist/agent/faults/shared/.
-const helperCandidates = [join(here, '..', '..', '..', 'native', 'stress', 'build', STRESS_HELPER), join(here, '..', '..', '..', '..', 'native', 'stress', 'build', STRESS_HELPER)]
-
 let helperPath: string | undefined
 
 /** native/stress/build/faultline-stress, or undefined when it is not built. */
 export function stressHelperPath(): string | undefined {
   if (helperPath) return helperPath
-  for (const candidate of helperCandidates) {
-    try {
-      accessSync(candidate, fsConstants.X_OK)
-      return (helperPath = candidate)
-    } catch {
-      /* next */
-    }
+  const candidate = nativePath('stress', 'build', STRESS_HELPER)
+  try {
+    accessSync(candidate, fsConstants.X_OK)
+    return (helperPath = candidate)
+  } catch {
+    return undefined
   }
-  return undefined
 }
 
 const notBuilt = 'native/stress is not built: run "npm run build" (needs gcc and make)'

@@ -1,8 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Feature } from '../../../protocol/capabilities.js'
 import { run } from '../../exec.js'
+import { nativePath } from '../../native/paths.js'
 
 /**
  * faultline-timeskew (native/timeskew): the short-lived process that stops a target's threads
@@ -23,29 +23,9 @@ export type VdsoFunction = (typeof vdsoFunctions)[number]
  */
 const HELPER_TIMEOUT_MS = 60_000
 
-let helperPath: string | undefined
-
-/** <package root>/native/timeskew/faultline-timeskew, from the sources or from dist/. */
+/** <package root>/native/timeskew/faultline-timeskew. */
 export function timeskewHelperPath(): string {
-  if (helperPath) return helperPath
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (;;) {
-    const pkg = join(dir, 'package.json')
-    if (existsSync(pkg) && existsSync(join(dir, 'native'))) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'faultline') break
-      } catch {
-        /* not ours: keep climbing */
-      }
-    }
-    const parent = dirname(dir)
-    if (parent === dir) {
-      dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
-      break
-    }
-    dir = parent
-  }
-  return (helperPath = join(dir, 'native', 'timeskew', TIMESKEW_HELPER))
+  return nativePath('timeskew', TIMESKEW_HELPER)
 }
 
 /** Why the helper refused, as it reports it (see native/timeskew/timeskew.c). */
