@@ -14,15 +14,18 @@ const SYS_pidfd_send_signal = 424
 const SYS_pidfd_open = 434
 
 type SyscallFn = (...args: unknown[]) => number | bigint
-interface Libc {
+export interface Libc {
   syscall: SyscallFn
   close: (fd: number) => number
+  linkat: (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags: number) => number
+  futimens: (fd: number, times: Buffer) => number
   errno: () => number
 }
 
 let libc: Libc | undefined
 
-function load(): Libc {
+/** libc through koffi, loaded on first use (agent/faults/shared/files-native.ts binds more of it). */
+export function load(): Libc {
   if (libc) return libc
   const require = createRequire(import.meta.url)
   const koffi = require('koffi') as typeof import('koffi')
@@ -30,6 +33,8 @@ function load(): Libc {
   libc = {
     syscall: lib.func('long syscall(long number, ...)') as SyscallFn,
     close: lib.func('int close(int fd)') as (fd: number) => number,
+    linkat: lib.func('int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)') as Libc['linkat'],
+    futimens: lib.func('int futimens(int fd, void *times)') as Libc['futimens'],
     errno: () => koffi.errno(),
   }
   return libc

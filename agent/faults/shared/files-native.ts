@@ -1,6 +1,5 @@
 import { closeSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { errnoError } from '../../native/libc.js'
+import { errnoError, load } from '../../native/libc.js'
 
 /**
  * The three libc entry points the file faults need and Node does not expose:
@@ -13,9 +12,8 @@ import { errnoError } from '../../native/libc.js'
  *  - futimens(2): puts atime and mtime back to the nanosecond (fs.futimes takes a double of
  *    seconds and loses the last digits).
  *
- * Loaded lazily and bound synchronously: each call is one short syscall on a file descriptor.
- * (They belong with the other libc bindings in agent/native/libc.ts; kept here while that file
- * has another owner.) openat2 is syscall 437 on every architecture (added after the tables were
+ * Bound through agent/native/libc.ts (loaded lazily, called synchronously: each call is one
+ * short syscall on a file descriptor). openat2 is syscall 437 on every architecture (added after the tables were
  * unified in 5.1); it needs Linux 5.6.
  */
 const SYS_openat2 = 437
@@ -36,29 +34,6 @@ export const RESOLVE_NO_MAGICLINKS = 0x02
 const AT_FDCWD = -100
 const AT_SYMLINK_FOLLOW = 0x400
 
-type SyscallFn = (...args: unknown[]) => number | bigint
-interface Lib {
-  syscall: SyscallFn
-  linkat: (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags: number) => number
-  futimens: (fd: number, times: Buffer) => number
-  errno: () => number
-}
-
-let lib: Lib | undefined
-
-function load(): Lib {
-  if (lib) return lib
-  const require = createRequire(import.meta.url)
-  const koffi = require('koffi') as typeof import('koffi')
-  const c = koffi.load('libc.so.6')
-  lib = {
-    syscall: c.func('long syscall(long number, ...)') as SyscallFn,
-    linkat: c.func('int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)') as Lib['linkat'],
-    futimens: c.func('int futimens(int fd, void *times)') as Lib['futimens'],
-    errno: () => koffi.errno(),
-  }
-  return lib
-}
 
 /** openat2(2): opens `path` relative to `dirfd` with the given resolve flags; throws a Node-style error. */
 export function openat2(dirfd: number, path: string, flags: number, resolve: number, mode = 0): number {
