@@ -92,20 +92,19 @@ export interface AgentProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-/**
- * The agent as a real child process (`faultline agent` from the sources), on a free loopback
- * port. Resolves once it logged "faultline agent ready" with its URL. Killed with SIGKILL at
- * teardown if still running.
- */
-export async function startAgentProcess(
-  t: TestLike,
-  stateDir: string,
-  opts: { env?: NodeJS.ProcessEnv; args?: string[]; waitReady?: boolean; listen?: string; netnsPath?: string } = {},
-): Promise<AgentProcess> {
-  const argv = [process.execPath, '--import', 'tsx', cliEntry, 'agent', '--listen', opts.listen ?? '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...(opts.args ?? [])]
-  // An agent inside a test network namespace: only its network namespace differs.
-  if (opts.netnsPath) argv.unshift('nsenter', `--net=${opts.netnsPath}`, '--')
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+export interface LoggedProcess {
+  child: ChildProcess
+  /** Every line printed on stdout so far: parsed JSON, or { raw } for other lines. */
+  logs: Record<string, unknown>[]
+  /** The last 20 000 characters of stderr. */
+  stderr: () => string
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  running: () => boolean
+}
+
+/** A child process whose JSON log lines are collected; killed with SIGKILL at teardown if still running. */
+export function spawnLogged(t: TestLike, argv: string[], env?: NodeJS.ProcessEnv): LoggedProcess {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   const logs: Record<string, unknown>[] = []
   let stderr = ''
   let buffered = ''
@@ -122,11 +121,11 @@ export async function startAgentProcess(
       }
     }
   })
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-20_000)))
+  let running = true
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   )
-  let running = true
   void exited.then(() => (running = false))
   t.teardown(async () => {
     if (running) {
@@ -134,13 +133,31 @@ export async function startAgentProcess(
       await exited
     }
   })
+  return { child, logs, stderr: () => stderr, exited, running: () => running }
+}
+
+/**
+ * The agent as a real child process (`faultline agent` from the sources), on a free loopback
+ * port. Resolves once it logged "faultline agent ready" with its URL. Killed with SIGKILL at
+ * teardown if still running.
+ */
+export async function startAgentProcess(
+  t: TestLike,
+  stateDir: string,
+  opts: { env?: NodeJS.ProcessEnv; args?: string[]; waitReady?: boolean; listen?: string; netnsPath?: string } = {},
+): Promise<AgentProcess> {
+  const argv = [process.execPath, '--import', 'tsx', cliEntry, 'agent', '--listen', opts.listen ?? '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...(opts.args ?? [])]
+  // An agent inside a test network namespace: only its network namespace differs.
+  if (opts.netnsPath) argv.unshift('nsenter', `--net=${opts.netnsPath}`, '--')
+  const proc = spawnLogged(t, argv, opts.env)
+  const { child, logs, exited } = proc
   const agent: AgentProcess = { child, url: '', pid: child.pid!, logs, exited }
   // (with nsenter in front, child.pid is nsenter's, which execs the agent: the same pid)
   if (opts.waitReady === false) return agent
   const ready = await waitFor(
     'the agent to be ready',
     () => {
-      if (!running) throw new Error(`agent exited before it was ready: ${stderr}`)
+      if (!proc.running()) throw new Error(`agent exited before it was ready: ${proc.stderr()}`)
       return logs.find((l) => l.msg === 'faultline agent ready')
     },
     60_000,

@@ -10,7 +10,7 @@
 // audit row per mutation; a fake agent sending garbage during a run; a partitioned agent that
 // recovers on its own and reports it on reconnect; kill -9 of the server (recovery within
 // lease + 1 s on every agent).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { randomBytes, randomInt } from 'node:crypto'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import WebSocket from 'ws'
 import { LINK_PROTOCOL_VERSION, MAX_LINK_MESSAGE_BYTES } from '../../protocol/link.js'
-import { cliEntry, makePki, procState, tmpDir, waitFor, type TestLike } from '../helpers.js'
+import { cliEntry, makePki, procState, spawnLogged, tmpDir, waitFor, type LoggedProcess, type TestLike } from '../helpers.js'
 
 const LEASE_MS = 3_000
 const ADMIN = `admin-${randomBytes(16).toString('hex')}`
@@ -56,43 +56,7 @@ function hostNs(t: TestLike) {
   return ns
 }
 
-interface Proc {
-  child: ChildProcess
-  logs: Record<string, unknown>[]
-  stderr: () => string
-  exited: Promise<unknown>
-  running: () => boolean
-}
-
-function spawnLogged(t: TestLike, argv: string[]): Proc {
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
-  const logs: Record<string, unknown>[] = []
-  let stderr = ''
-  let buffered = ''
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString()
-    let nl: number
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl)
-      buffered = buffered.slice(nl + 1)
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>)
-      } catch {
-        logs.push({ raw: line })
-      }
-    }
-  })
-  child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-20_000)))
-  let running = true
-  const exited = new Promise((resolve) => child.on('exit', resolve)).then(() => (running = false))
-  t.teardown(async () => {
-    if (running) {
-      child.kill('SIGKILL')
-      await exited
-    }
-  })
-  return { child, logs, stderr: () => stderr, exited, running: () => running }
-}
+type Proc = LoggedProcess
 
 /** /proc/PID of the process whose command line is exactly argv (host view), if any. */
 function findProcess(argv: string[]): number | undefined {
