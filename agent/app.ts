@@ -1,10 +1,11 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { statSync } from 'node:fs'
 import { hostname } from 'node:os'
 import pino, { type Logger } from 'pino'
+import { hardenedFastifyOptions } from './plugins/fastify-options.js'
 import { defaultRuntimeSockets, type ProbeOptions } from './capabilities/probe.js'
 import { CapabilityStore } from './capabilities/store.js'
 import type { HostPaths } from './faults/types.js'
@@ -120,30 +121,9 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   // Probe in the background; the first injection or capabilities request waits for it.
   capabilities.get().catch((err) => log.error({ err }, 'capability probe failed'))
 
-  const app = Fastify({
-    loggerInstance: log,
-    // The auth plugin writes one line per request with who/what instead.
-    logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: opts.bodyLimit ?? 64 * 1024,
-    onProtoPoisoning: 'error',
-    onConstructorPoisoning: 'error',
-    return503OnClosing: true,
-    // Router-level errors (over-long or malformed path parameters) get a code like any other.
-    frameworkErrors: (err, _req, reply) => {
-      void (reply as FastifyReply).status(400).send({ code: 'FAULTLINE_ERR_VALIDATION', message: err.message })
-    },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
-    ...(opts.tls
-      ? {
-          https: {
-            cert: opts.tls.cert,
-            key: opts.tls.key,
-            ...(opts.tls.ca ? { ca: opts.tls.ca, requestCert: true, rejectUnauthorized: true } : {}),
-            minVersion: 'TLSv1.2' as const,
-          },
-        }
-      : {}),
-  }).withTypeProvider<TypeBoxTypeProvider>()
+  const app = Fastify(
+    hardenedFastifyOptions({ log, bodyLimit: opts.bodyLimit ?? 64 * 1024, clientCerts: 'require', ...(opts.tls ? { tls: opts.tls } : {}) }),
+  ).withTypeProvider<TypeBoxTypeProvider>()
 
   app.decorate('injector', injector)
   app.decorate('link', link)

@@ -2,8 +2,9 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import websocket from '@fastify/websocket'
-import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import pino, { type Logger } from 'pino'
+import { hardenedFastifyOptions } from '../agent/plugins/fastify-options.js'
 import sjson from 'secure-json-parse'
 import { parse as parseYaml } from 'yaml'
 import { FaultlineError } from '../protocol/errors.js'
@@ -56,30 +57,9 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
   const heartbeatMs = opts.heartbeatMs ?? Math.min(10_000, Math.max(500, Math.floor(leaseMs / 3)))
   const store = new Store(opts.stateDir)
 
-  const app = Fastify({
-    loggerInstance: log,
-    logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: opts.bodyLimit ?? 256 * 1024,
-    onProtoPoisoning: 'error',
-    onConstructorPoisoning: 'error',
-    return503OnClosing: true,
-    frameworkErrors: (err, _req, reply) => {
-      void (reply as FastifyReply).status(400).send({ code: 'FAULTLINE_ERR_VALIDATION', message: err.message })
-    },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
-    ...(opts.tls
-      ? {
-          https: {
-            cert: opts.tls.cert,
-            key: opts.tls.key,
-            // Client certificates are checked when presented and name the caller in the audit
-            // log; tokens stay the authentication (agents dial in without certificates).
-            ...(opts.tls.ca ? { ca: opts.tls.ca, requestCert: true, rejectUnauthorized: false } : {}),
-            minVersion: 'TLSv1.2' as const,
-          },
-        }
-      : {}),
-  }).withTypeProvider<TypeBoxTypeProvider>()
+  const app = Fastify(
+    hardenedFastifyOptions({ log, bodyLimit: opts.bodyLimit ?? 256 * 1024, clientCerts: 'request', ...(opts.tls ? { tls: opts.tls } : {}) }),
+  ).withTypeProvider<TypeBoxTypeProvider>()
 
   const listeners = new Set<(event: EventRow) => void>()
   const event: ServerContext['event'] = (type, message, refs) => {
