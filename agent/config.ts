@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from 'node:fs'
+import type { Command } from 'commander'
 import { isIP } from 'node:net'
 import { parse as parseYaml } from 'yaml'
 import { parseDuration } from '../protocol/duration.js'
@@ -170,4 +171,22 @@ export function checkServerUrl(config: AgentConfig): void {
   if (config.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(config.name)) {
     throw new ConfigError(`--name ${JSON.stringify(config.name)}: letters, digits, ".", "_" and "-", at most 63 characters`)
   }
+}
+
+/**
+ * --config FILE: fills every option that neither a flag nor the environment set from the file
+ * (flags and environment win over the file, the file over defaults); a key not in `known` is
+ * refused, so a typo never silently falls back to a default. Returns the merged options.
+ */
+export function mergeConfigFile(command: Command, known: readonly string[]): Record<string, string | undefined> {
+  const path = command.opts<{ config?: string }>().config
+  if (path) {
+    const file = readConfigFile(path)
+    for (const key of Object.keys(file)) {
+      if (!known.includes(key)) throw new ConfigError(`config file ${path}: unknown setting "${key}"; known: ${known.join(', ')}`)
+      const source = command.getOptionValueSource(key)
+      if (source === undefined || source === 'default') command.setOptionValueWithSource(key, file[key], 'config')
+    }
+  }
+  return command.opts<Record<string, string | undefined>>()
 }

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander'
-import { ConfigError, readConfigFile } from '../../agent/config.js'
+import { mergeConfigFile } from '../../agent/config.js'
 import type { AgentConfig } from '../../agent/config.js'
 
 const examples = `
@@ -67,18 +67,7 @@ const configKeys = ['listen', 'stateDir', 'maxDuration', 'tokenFile', 'tlsCert',
 
 /** Flags and environment win over the config file; the file wins over defaults. */
 export function resolveAgentConfig(command: Command): AgentConfig {
-  const opts = command.opts<Record<string, string | undefined>>()
-  if (opts.config) {
-    const file = readConfigFile(opts.config)
-    for (const key of Object.keys(file)) {
-      if (!(configKeys as readonly string[]).includes(key)) {
-        throw new ConfigError(`config file ${opts.config}: unknown setting "${key}"; known: ${configKeys.join(', ')}`)
-      }
-      const source = command.getOptionValueSource(key)
-      if (source === undefined || source === 'default') command.setOptionValueWithSource(key, file[key], 'config')
-    }
-  }
-  const merged = command.opts<Record<string, string | undefined>>()
+  const merged = mergeConfigFile(command, configKeys)
   const config: AgentConfig = {
     listen: merged.listen!,
     stateDir: merged.stateDir!,

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander'
-import { ConfigError, readConfigFile } from '../../agent/config.js'
+import { mergeConfigFile } from '../../agent/config.js'
 import type { ServerConfig } from '../../server/config.js'
 
 const examples = `
@@ -42,18 +42,7 @@ const configKeys = ['listen', 'stateDir', 'lease', 'adminTokenFile', 'enrolToken
 
 /** Flags and environment win over the config file; the file wins over defaults. */
 export function resolveServerConfig(command: Command): ServerConfig {
-  const opts = command.opts<Record<string, string | undefined>>()
-  if (opts.config) {
-    const file = readConfigFile(opts.config)
-    for (const key of Object.keys(file)) {
-      if (!(configKeys as readonly string[]).includes(key)) {
-        throw new ConfigError(`config file ${opts.config}: unknown setting "${key}"; known: ${configKeys.join(', ')}`)
-      }
-      const source = command.getOptionValueSource(key)
-      if (source === undefined || source === 'default') command.setOptionValueWithSource(key, file[key], 'config')
-    }
-  }
-  const merged = command.opts<Record<string, string | undefined>>()
+  const merged = mergeConfigFile(command, configKeys)
   const config: ServerConfig = { listen: merged.listen!, stateDir: merged.stateDir!, lease: merged.lease!, logLevel: merged.logLevel! }
   for (const key of ['adminTokenFile', 'enrolTokenFile', 'tlsCert', 'tlsKey', 'tlsCa'] as const) {
     if (merged[key]) config[key] = merged[key]
