@@ -190,3 +190,13 @@ export function mergeConfigFile(command: Command, known: readonly string[]): Rec
   }
   return command.opts<Record<string, string | undefined>>()
 }
+
+/** The certificate, key and (optional) client CA named by --tls-cert, --tls-key and --tls-ca; undefined without a pair. */
+export function readTlsFiles(config: { tlsCert?: string; tlsKey?: string; tlsCa?: string }): { cert: Buffer; key: Buffer; ca?: Buffer } | undefined {
+  if (!config.tlsCert || !config.tlsKey) return undefined
+  return {
+    cert: readFileOrFail(config.tlsCert, 'TLS certificate'),
+    key: readFileOrFail(config.tlsKey, 'TLS key'),
+    ...(config.tlsCa ? { ca: readFileOrFail(config.tlsCa, 'TLS client CA') } : {}),
+  }
+}

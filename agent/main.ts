@@ -12,6 +12,7 @@ import {
   parseLabels,
   parseListen,
   readFileOrFail,
+  readTlsFiles,
   readSecretFile,
 } from './config.js'
 import { AGENT_VERSION } from './version.js'
@@ -45,14 +46,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
       }
     : undefined
   const token = config.tokenFile ? readSecretFile(config.tokenFile, 'token file') : undefined
-  const tls =
-    config.tlsCert && config.tlsKey
-      ? {
-          cert: readFileOrFail(config.tlsCert, 'TLS certificate'),
-          key: readFileOrFail(config.tlsKey, 'TLS key'),
-          ...(config.tlsCa ? { ca: readFileOrFail(config.tlsCa, 'TLS client CA') } : {}),
-        }
-      : undefined
+  const tls = readTlsFiles(config)
 
   const log = createLogger(config.logLevel)
   log.info({ version: AGENT_VERSION, pid: process.pid, stateDir: config.stateDir }, 'faultline agent starting')

@@ -1,5 +1,5 @@
 import closeWithGrace from 'close-with-grace'
-import { parseListen, readFileOrFail, readSecretFile } from '../agent/config.js'
+import { parseListen, readSecretFile, readTlsFiles } from '../agent/config.js'
 import { createLogger } from '../agent/main.js'
 import { AGENT_VERSION } from '../agent/version.js'
 import { buildServer } from './app.js'
@@ -16,14 +16,7 @@ export async function startServer(config: ServerConfig): Promise<void> {
   const leaseMs = checkLease(config.lease)
   const adminToken = config.adminTokenFile ? readSecretFile(config.adminTokenFile, 'admin token file') : undefined
   const enrolToken = config.enrolTokenFile ? readSecretFile(config.enrolTokenFile, 'enrolment token file') : undefined
-  const tls =
-    config.tlsCert && config.tlsKey
-      ? {
-          cert: readFileOrFail(config.tlsCert, 'TLS certificate'),
-          key: readFileOrFail(config.tlsKey, 'TLS key'),
-          ...(config.tlsCa ? { ca: readFileOrFail(config.tlsCa, 'TLS client CA') } : {}),
-        }
-      : undefined
+  const tls = readTlsFiles(config)
 
   const log = createLogger(config.logLevel)
   log.info({ version: AGENT_VERSION, pid: process.pid, stateDir: config.stateDir, leaseMs }, 'faultline server starting')
