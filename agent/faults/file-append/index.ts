@@ -6,6 +6,7 @@ import {
   FilePlanFields,
   FileSpecFields,
   FileStateFields,
+  fileKindCommon,
   applyWithBackup,
   backupStep,
   filePlanBase,
@@ -91,10 +92,7 @@ export const fileAppend = defineFault({
   ),
   planSchema: Type.Object({ ...FilePlanFields, appended: Type.Object(AppendedFields), offset: Type.Integer(), steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object({ ...FileStateFields, appended: Type.Object(AppendedFields) }),
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['openat2'],
-  exclusive: false,
+  ...fileKindCommon,
 
   gather: (spec, target, ctx): Promise<FileFacts> => gatherFile(spec, target, ctx, 'file-append'),
 

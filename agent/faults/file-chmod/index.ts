@@ -6,6 +6,7 @@ import {
   FilePlanFields,
   FileSpecFields,
   FileStateFields,
+  fileKindCommon,
   currentFile,
   filePlanBase,
   gatherFile,
@@ -38,10 +39,7 @@ export const fileChmod = defineFault({
   ),
   planSchema: Type.Object({ ...FilePlanFields, mode: Type.Integer(), steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(FileStateFields),
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['openat2'],
-  exclusive: false,
+  ...fileKindCommon,
 
   gather: (spec, target, ctx): Promise<FileFacts> => gatherFile(spec, target, ctx, 'file-chmod'),
 

@@ -7,6 +7,7 @@ import {
   FilePlanFields,
   FileSpecFields,
   FileStateFields,
+  fileKindCommon,
   applyWithBackup,
   backupStep,
   filePlanBase,
@@ -104,10 +105,7 @@ export const fileCorrupt = defineFault({
     steps: Type.Array(PlanStepSchema),
   }),
   stateSchema: Type.Object(FileStateFields),
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['openat2'],
-  exclusive: false,
+  ...fileKindCommon,
 
   async gather(spec, target, ctx): Promise<CorruptFacts> {
     if ((spec.offsets === undefined) === (spec.count === undefined)) {

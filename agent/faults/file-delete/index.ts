@@ -7,6 +7,7 @@ import {
   FilePlanFields,
   FileSpecFields,
   FileStateFields,
+  fileKindCommon,
   backupStep,
   currentFile,
   filePlanBase,
@@ -47,10 +48,7 @@ export const fileDelete = defineFault({
   specSchema: Type.Object({ kind: Type.Literal('file-delete'), ...FileSpecFields }, { additionalProperties: false, title: 'file-delete' }),
   planSchema: Type.Object({ ...FilePlanFields, steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(FileStateFields),
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['openat2'],
-  exclusive: false,
+  ...fileKindCommon,
 
   gather: (spec, target, ctx): Promise<FileFacts> => gatherFile(spec, target, ctx, 'file-delete'),
 

@@ -6,6 +6,7 @@ import {
   FilePlanFields,
   FileSpecFields,
   FileStateFields,
+  fileKindCommon,
   applyWithBackup,
   backupStep,
   filePlanBase,
@@ -151,10 +152,7 @@ export const fileReplace = defineFault({
     steps: Type.Array(PlanStepSchema),
   }),
   stateSchema: Type.Object(FileStateFields),
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
-  requires: ['openat2'],
-  exclusive: false,
+  ...fileKindCommon,
 
   async gather(spec, target, ctx): Promise<FileFacts & { read: Buffer }> {
     // A bad pattern is refused before the file is read.

@@ -254,3 +254,11 @@ export async function withRecoverableRoot(
     throw err
   }
 }
+
+/** What every file-* kind shares: recoverable, on the host, a process's or a container's root, through openat2. */
+export const fileKindCommon = {
+  recoverable: true,
+  targets: ['host', 'process', 'container'],
+  requires: ['openat2'],
+  exclusive: false,
+} as const
