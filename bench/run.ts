@@ -57,27 +57,15 @@ const selected: readonly Benchmark[] = values.only === undefined ? benchmarks : 
 const opts = { ...(rounds !== undefined ? { rounds } : {}), ...(warmupRounds !== undefined ? { warmupRounds } : {}) }
 const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult; server?: ServerBenchResult } = {}
 const tables: string[] = []
-for (const name of selected) {
-  if (name === 'inject') {
-    results.inject = await runInjectBench(opts)
-    tables.push(formatInjectResult(results.inject))
-  } else if (name === 'network') {
-    results.network = await runNetworkBench(opts)
-    tables.push(formatNetworkResult(results.network))
-  } else if (name === 'discovery') {
-    results.discovery = await runDiscoveryBench(opts)
-    tables.push(formatDiscoveryResult(results.discovery))
-  } else if (name === 'server') {
-    results.server = await runServerBench(opts)
-    tables.push(formatServerResult(results.server))
-  } else if (name === 'timeskew') {
-    results.timeskew = await runTimeskewBench(opts)
-    tables.push(formatTimeskewResult(results.timeskew))
-  } else {
-    results.stress = await runStressBench(opts)
-    tables.push(formatStressResult(results.stress))
-  }
+const runners: Record<Benchmark, () => Promise<string>> = {
+  inject: async () => formatInjectResult((results.inject = await runInjectBench(opts))),
+  network: async () => formatNetworkResult((results.network = await runNetworkBench(opts))),
+  discovery: async () => formatDiscoveryResult((results.discovery = await runDiscoveryBench(opts))),
+  stress: async () => formatStressResult((results.stress = await runStressBench(opts))),
+  timeskew: async () => formatTimeskewResult((results.timeskew = await runTimeskewBench(opts))),
+  server: async () => formatServerResult((results.server = await runServerBench(opts))),
 }
+for (const name of selected) tables.push(await runners[name]())
 
 if (values.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`)
 else process.stdout.write(`${tables.join('\n\n')}\n`)
