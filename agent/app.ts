@@ -4,30 +4,25 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { statSync } from 'node:fs'
 import { hostname } from 'node:os'
-import pino, { type Logger } from 'pino'
-import { hardenedFastifyOptions } from './plugins/fastify-options.js'
-import { defaultRuntimeSockets, type ProbeOptions } from './capabilities/probe.js'
+import type { Logger } from 'pino'
+import type { TlsFiles } from '../common/config.js'
+import { errorsPlugin } from '../common/errors-plugin.js'
+import { hardenedFastifyOptions } from '../common/fastify-options.js'
+import { silentLogger } from '../common/logger.js'
+import { FAULTLINE_VERSION } from '../common/version.js'
+import type { ProbeOptions } from './capabilities/probe.js'
 import { CapabilityStore } from './capabilities/store.js'
-import type { HostPaths } from './faults/types.js'
+import { OWN_NETNS, defaultRuntimeSockets, hostPaths, type HostPaths } from './host-paths.js'
 import { Journal } from './journal/journal.js'
 import { Injector } from './lifecycle/injector.js'
 import { AgentLink, type AgentLinkOptions } from './link/link.js'
 import { createMetrics } from './metrics.js'
 import { authPlugin, type AuthOptions } from './plugins/auth.js'
-import { errorsPlugin } from './plugins/errors.js'
 import { capabilitiesRoutes } from './routes/capabilities.js'
 import { healthRoutes } from './routes/health.js'
 import { injectionRoutes } from './routes/injections.js'
 import { targetRoutes } from './routes/targets.js'
 import { discoverTargets } from './targets/registry.js'
-import { AGENT_VERSION } from './version.js'
-
-export interface TlsFiles {
-  cert: string | Buffer
-  key: string | Buffer
-  /** CA for client certificates: when set, every client must present a certificate it signed. */
-  ca?: string | Buffer
-}
 
 export interface AgentOptions {
   stateDir: string
@@ -42,7 +37,7 @@ export interface AgentOptions {
   runtimeSockets?: ProbeOptions['runtimeSockets']
   /** Largest accepted request body, in bytes. */
   bodyLimit?: number
-  /** The API port, when known before listening; main.ts also sets it after listen. */
+  /** The API port, when known before listening (default: the port the agent listens on, once it does). */
   apiPort?: number
   /** TCP ports network faults never cut unless a spec opts out (default [22], SSH). */
   protectTcpPorts?: number[]
@@ -67,19 +62,15 @@ declare module 'fastify' {
  * request is ever answered by an agent that has not reconciled.
  */
 export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
-  const log = opts.logger ?? pino({ level: 'silent' })
-  const paths: HostPaths = {
-    procRoot: opts.paths?.procRoot ?? '/proc',
-    netnsDir: opts.paths?.netnsDir ?? '/var/run/netns',
-    containerdTaskDir: opts.paths?.containerdTaskDir ?? '/run/containerd/io.containerd.runtime.v2.task',
-  }
+  const log = opts.logger ?? silentLogger()
+  const paths = hostPaths(opts.paths)
   const runtimeSockets = opts.runtimeSockets ?? defaultRuntimeSockets
   const targets = { paths, selfPid: process.pid, hostname: hostname(), runtimeSockets }
   const journal = new Journal(opts.stateDir)
-  const capabilities = new CapabilityStore(
-    { procRoot: paths.procRoot, runtimeSockets },
-    log.child({ component: 'capabilities' }),
-  )
+  const capabilities = new CapabilityStore({ procRoot: paths.procRoot, devDir: paths.devDir, runtimeSockets }, log.child({ component: 'capabilities' }))
+  // The API port network faults exempt: known once main.ts listens (none on a Unix socket).
+  let listening: FastifyInstance | undefined
+  const apiPort = () => opts.apiPort ?? tcpPortOf(listening)
   const metrics = createMetrics(() => journal.countOpenByKind())
   const injector = new Injector({
     journal,
@@ -90,11 +81,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     metrics,
     capabilities: () => capabilities.get(),
     maxDurationMs: opts.maxDurationMs,
-    control: {
-      agentNetnsInode: statSync('/proc/self/ns/net').ino,
-      tcpPorts: opts.protectTcpPorts ?? [22],
-      ...(opts.apiPort !== undefined ? { apiPort: opts.apiPort } : {}),
-    },
+    control: { agentNetnsInode: statSync(OWN_NETNS).ino, tcpPorts: opts.protectTcpPorts ?? [22], apiPort },
     ...(opts.minDurationMs !== undefined ? { minDurationMs: opts.minDurationMs } : {}),
   })
 
@@ -103,7 +90,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
         ...opts.link,
         stateDir: opts.stateDir,
         hostname: targets.hostname,
-        version: AGENT_VERSION,
+        version: FAULTLINE_VERSION,
         injector,
         capabilities: () => capabilities.get(),
         // Containers and named netns: processes change too fast to be worth sending.
@@ -125,6 +112,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     hardenedFastifyOptions({ log, bodyLimit: opts.bodyLimit ?? 64 * 1024, clientCerts: 'require', ...(opts.tls ? { tls: opts.tls } : {}) }),
   ).withTypeProvider<TypeBoxTypeProvider>()
 
+  listening = app as unknown as FastifyInstance
   app.decorate('injector', injector)
   app.decorate('link', link)
   app.addHook('onClose', async () => {
@@ -137,7 +125,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   await app.register(errorsPlugin)
   await app.register(swagger, {
     openapi: {
-      info: { title: 'Faultline agent API', version: AGENT_VERSION, description: 'Inject faults on this host and take them back out.' },
+      info: { title: 'Faultline agent API', version: FAULTLINE_VERSION, description: 'Inject faults on this host and take them back out.' },
       components: opts.token ? { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } } : {},
       ...(opts.token ? { security: [{ bearer: [] }] } : {}),
     },
@@ -150,4 +138,10 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   await app.register(capabilitiesRoutes, { capabilities })
   await app.register(targetRoutes, { targets })
   return app as unknown as FastifyInstance
+}
+
+/** The TCP port a built app listens on; undefined before listen or on a Unix socket. */
+function tcpPortOf(app: FastifyInstance | undefined): number | undefined {
+  const address = app?.server.address()
+  return address && typeof address === 'object' ? address.port : undefined
 }

@@ -1,29 +1,13 @@
 import closeWithGrace from 'close-with-grace'
-import pino, { type Logger } from 'pino'
+import { checkTlsPair, parseListen, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
+import { createLogger } from '../common/logger.js'
+import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildAgent } from './app.js'
-import { defaultRuntimeSockets } from './capabilities/probe.js'
+import { defaultRuntimeSockets } from './host-paths.js'
 import { hostname } from 'node:os'
-import {
-  type AgentConfig,
-  checkExposure,
-  checkMaxDuration,
-  checkServerUrl,
-  checkTlsPair,
-  parseLabels,
-  parseListen,
-  readFileOrFail,
-  readTlsFiles,
-  readSecretFile,
-} from './config.js'
-import { AGENT_VERSION } from './version.js'
+import { type AgentConfig, checkExposure, checkMaxDuration, checkServerUrl, parseLabels } from './config.js'
 
-export function createLogger(level: string): Logger {
-  // Pretty output only for a person at a terminal; JSON lines for journald and collectors.
-  if (process.stdout.isTTY) {
-    return pino({ level, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } })
-  }
-  return pino({ level })
-}
+export type { AgentConfig } from './config.js'
 
 /**
  * The agent process: the only place that listens and handles signals. On SIGTERM/SIGINT it
@@ -49,7 +33,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
   const tls = readTlsFiles(config)
 
   const log = createLogger(config.logLevel)
-  log.info({ version: AGENT_VERSION, pid: process.pid, stateDir: config.stateDir }, 'faultline agent starting')
+  log.info({ version: FAULTLINE_VERSION, pid: process.pid, stateDir: config.stateDir }, 'faultline agent starting')
   const app = await buildAgent({
     stateDir: config.stateDir,
     maxDurationMs,
@@ -74,9 +58,6 @@ export async function startAgent(config: AgentConfig): Promise<void> {
   })
 
   const url = await app.listen({ host: listen.host, port: listen.port })
-  // Network faults on the agent's own namespace never cut its API (see docs/faults.md).
-  const bound = app.server.address()
-  if (bound && typeof bound === 'object') app.injector.control.apiPort = bound.port
   log.info({ url, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)', server: app.link?.url }, 'faultline agent ready')
   // Dial out only once the API answers: the agent works (locally) whether or not a server is there.
   app.link?.start()

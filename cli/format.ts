@@ -1,6 +1,6 @@
 import type { Capabilities } from '../protocol/capabilities.js'
 import { formatDuration } from '../protocol/duration.js'
-import type { Injection } from '../protocol/injection.js'
+import { isOpenStatus, type Injection } from '../protocol/injection.js'
 import { describeTarget } from '../protocol/target.js'
 
 const color = (code: number) => (text: string) => (process.stdout.isTTY && !process.env.NO_COLOR ? `\x1b[${code}m${text}\x1b[0m` : text)
@@ -41,7 +41,7 @@ export function injectionTable(injections: Injection[]): string {
   if (injections.length === 0) return dim('no injections')
   const rows = [['ID', 'KIND', 'TARGET', 'STATUS', 'WHEN'].map(bold)]
   for (const i of injections) {
-    const open = ['pending', 'applying', 'active', 'recovering'].includes(i.status)
+    const open = isOpenStatus(i.status)
     const when = open ? `ends ${relative(i.expiresAt)}` : i.recoveredAt ? `ended ${relative(i.recoveredAt)}` : `created ${relative(i.createdAt)}`
     rows.push([i.id, i.kind, describeTarget(i.resolved), statusColor(i.status), when])
   }

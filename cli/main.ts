@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { ConfigError } from '../agent/config.js'
+import { ConfigError } from '../common/config.js'
 import { isFaultlineError } from '../protocol/errors.js'
 import { buildProgram } from './program.js'
 

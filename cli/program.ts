@@ -1,5 +1,5 @@
 import { Command } from 'commander'
-import { AGENT_VERSION } from '../agent/version.js'
+import { FAULTLINE_VERSION } from '../common/version.js'
 import { agentCommand } from './commands/agent.js'
 import { agentsCommand, expCommand, haltCommand, tokensCommand } from './commands/fleet.js'
 import { injectCommand } from './commands/inject.js'
@@ -9,7 +9,7 @@ import { serverCommand } from './commands/server.js'
 export function buildProgram(): Command {
   return new Command('faultline')
     .description('Chaos engineering for Linux hosts: precise faults, always taken back out.')
-    .version(AGENT_VERSION)
+    .version(FAULTLINE_VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .addCommand(agentCommand())
     .addCommand(injectCommand())

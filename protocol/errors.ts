@@ -68,6 +68,9 @@ export const ErrorBodySchema = Type.Object(
 )
 export type ErrorBody = Static<typeof ErrorBodySchema>
 
+/** The error answers of a route's response schema: every 4xx and 5xx has the ErrorBody shape. */
+export const ErrorResponses = { '4xx': ErrorBodySchema, '5xx': ErrorBodySchema }
+
 /** A typed error whose code decides the HTTP status. Messages tell the user what to do. */
 export class FaultlineError extends Error {
   readonly code: ErrorCode

@@ -40,6 +40,3 @@ export const ExperimentSchema = Type.Object(
   { ...strict, title: 'Experiment' },
 )
 export type Experiment = Static<typeof ExperimentSchema>
-
-export const runStatuses = ['pending', 'running', 'completed', 'aborted', 'failed'] as const
-export const recordStatuses = ['sent', 'active', 'recovered', 'failed', 'aborted', 'offline', 'skipped'] as const

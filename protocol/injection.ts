@@ -2,13 +2,38 @@ import { Type, type Static } from 'typebox'
 import { DurationSchema } from './duration.js'
 import { FaultSpecSchema, type FaultSpec } from './fault.js'
 import { PlanSchema } from './plan.js'
+import { ID_PATTERN } from './id.js'
 import { ResolvedTargetSchema, TargetSelectorSchema, type TargetSelector } from './target.js'
 
+/** pending -> applying -> active -> recovering -> recovered, or failed (DESIGN section 2). */
 export const injectionStatuses = ['pending', 'applying', 'active', 'recovering', 'recovered', 'failed'] as const
 export type InjectionStatus = (typeof injectionStatuses)[number]
 export const InjectionStatusSchema = Type.Enum(injectionStatuses)
 
-export const ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
+/** Statuses of an injection that may still be on the host, or is about to be. */
+export const openInjectionStatuses = ['pending', 'applying', 'active', 'recovering'] as const satisfies readonly InjectionStatus[]
+export type OpenInjectionStatus = (typeof openInjectionStatuses)[number]
+const open: ReadonlySet<string> = new Set(openInjectionStatuses)
+
+export function isOpenStatus(status: string): status is OpenInjectionStatus {
+  return open.has(status)
+}
+
+/**
+ * Why an injection was taken back out:
+ *   api       DELETE /v1/injections/:id (or the CLI's Ctrl-C)     halt      recover everything
+ *   deadline  its duration ended                                 retry     a failed recovery, again
+ *   shutdown  the agent stopped (SIGTERM)                        restart   found open at agent start
+ *   rollback  another target of the same request failed         lease     the server was gone too long
+ *   guard     a guard of its run failed on the agent             abort     its run was aborted
+ */
+export const recoverReasons = ['api', 'halt', 'deadline', 'shutdown', 'restart', 'rollback', 'retry', 'lease', 'guard', 'abort'] as const
+export type RecoverReason = (typeof recoverReasons)[number]
+
+/** Why an injection changed status: 'apply' while it is being applied, else why it was recovered. */
+export const updateReasons = ['apply', ...recoverReasons] as const
+export type UpdateReason = (typeof updateReasons)[number]
+export const UpdateReasonSchema = Type.Enum(updateReasons)
 export const InjectionIdSchema = Type.String({
   pattern: ID_PATTERN,
   maxLength: 64,

@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox'
 import { CapabilitiesSchema } from './capabilities.js'
 import { DurationSchema } from './duration.js'
-import { ErrorInfoSchema, InjectionSchema, CreateInjectionBodySchema } from './injection.js'
+import { CreateInjectionBodySchema, ErrorInfoSchema, InjectionSchema, UpdateReasonSchema } from './injection.js'
 import { ResolvedTargetSchema } from './target.js'
 
 /**
@@ -116,8 +116,8 @@ export const InjectionUpdateSchema = Type.Object(
     v,
     type: Type.Literal('injection-update'),
     injection: InjectionSchema,
-    /** Why it changed: deadline, api, halt, lease (dead-man's switch), guard, restart, ... */
-    reason: Type.String({ maxLength: 64 }),
+    /** Why it changed: apply, or why it was recovered (deadline, api, halt, lease, guard, restart, ...). */
+    reason: UpdateReasonSchema,
     runId: Type.Optional(Id),
     detail: Type.Optional(Type.String({ maxLength: 4096 })),
   },

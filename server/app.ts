@@ -3,15 +3,16 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
-import pino, { type Logger } from 'pino'
-import { hardenedFastifyOptions } from '../agent/plugins/fastify-options.js'
+import type { Logger } from 'pino'
+import type { TlsFiles } from '../common/config.js'
+import { errorsPlugin } from '../common/errors-plugin.js'
+import { hardenedFastifyOptions } from '../common/fastify-options.js'
+import { silentLogger } from '../common/logger.js'
+import { FAULTLINE_VERSION } from '../common/version.js'
 import sjson from 'secure-json-parse'
 import { parse as parseYaml } from 'yaml'
 import { FaultlineError } from '../protocol/errors.js'
 import { MAX_LINK_MESSAGE_BYTES } from '../protocol/link.js'
-import type { TlsFiles } from '../agent/app.js'
-import { errorsPlugin } from '../agent/plugins/errors.js'
-import { AGENT_VERSION } from '../agent/version.js'
 import type { ServerContext } from './context.js'
 import { Hub } from './hub.js'
 import { serverAuthPlugin } from './plugins/auth.js'
@@ -52,7 +53,7 @@ const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml']
  * store, the agent hub behind /v1/agents/connect, runs, schedules and the API.
  */
 export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
-  const log = opts.logger ?? pino({ level: 'silent' })
+  const log = opts.logger ?? silentLogger()
   const leaseMs = opts.leaseMs ?? 30_000
   const heartbeatMs = opts.heartbeatMs ?? Math.min(10_000, Math.max(500, Math.floor(leaseMs / 3)))
   const store = new Store(opts.stateDir)
@@ -127,7 +128,7 @@ async function registerAll(app: FastifyInstance, ctx: ServerContext, opts: Serve
   })
   await app.register(swagger, {
     openapi: {
-      info: { title: 'Faultline server API', version: AGENT_VERSION, description: 'Experiments across a fleet of Faultline agents; halt-all; audit.' },
+      info: { title: 'Faultline server API', version: FAULTLINE_VERSION, description: 'Experiments across a fleet of Faultline agents; halt-all; audit.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },

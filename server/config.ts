@@ -1,16 +1,13 @@
 import { parseDuration } from '../protocol/duration.js'
-import { ConfigError, isLoopback, type ListenAddress } from '../agent/config.js'
+import { ConfigError, checkTlsPair, isLoopback, type ListenAddress, type TlsFlags } from '../common/config.js'
 
 /** The server's settings after flags, FAULTLINE_* variables and the config file are merged. */
-export interface ServerConfig {
+export interface ServerConfig extends TlsFlags {
   listen: string
   stateDir: string
   lease: string
   adminTokenFile?: string
   enrolTokenFile?: string
-  tlsCert?: string
-  tlsKey?: string
-  tlsCa?: string
   logLevel: string
 }
 
@@ -19,8 +16,7 @@ export interface ServerConfig {
  * API) and an enrolment token (agents).
  */
 export function checkServerExposure(config: ServerConfig, listen: ListenAddress): void {
-  if (Boolean(config.tlsCert) !== Boolean(config.tlsKey)) throw new ConfigError('--tls-cert and --tls-key go together')
-  if (config.tlsCa && !config.tlsCert) throw new ConfigError('--tls-ca (client certificates) needs --tls-cert and --tls-key')
+  checkTlsPair(config)
   if (isLoopback(listen.host)) return
   const missing = [
     ...(config.tlsCert && config.tlsKey ? [] : ['--tls-cert and --tls-key']),

@@ -1,15 +1,15 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
+import { newSecret, secretMatchesHash, tokensEqual } from '../common/tokens.js'
 import { EventEmitter } from 'node:events'
 import type { FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { WebSocket } from 'ws'
 import { FaultlineError, type ErrorCode } from '../protocol/errors.js'
-import type { InjectionSchema } from '../protocol/injection.js'
+import { isOpenStatus, type InjectionSchema } from '../protocol/injection.js'
 import type { Static } from 'typebox'
 import { decodeAgentMessage } from '../protocol/link-codec.js'
 import { LINK_PROTOCOL_VERSION, type AgentMessage, type ServerMessage } from '../protocol/link.js'
-import { tokensEqual } from '../agent/plugins/auth.js'
-import { sha256, type Store } from './store.js'
+import type { Store } from './store.js'
 
 /** An injection as it travels on the link (its fault and target are not narrowed). */
 type WireInjection = Static<typeof InjectionSchema>
@@ -130,7 +130,7 @@ export class Hub extends EventEmitter<HubEvents> {
     if (agent) {
       const [, agentId, secret] = agent
       const stored = this.#opts.store.agentSecretHash(agentId!)
-      if (!stored || !timingSafeEqual(Buffer.from(sha256(secret!), 'hex'), Buffer.from(stored, 'hex'))) {
+      if (!stored || !secretMatchesHash(secret!, stored)) {
         throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', `agent "${agentId}" is unknown or its credential is wrong; it enrols again with --enrol-token-file`)
       }
       return { enrol: false, agentId: agentId! }
@@ -150,7 +150,7 @@ export class Hub extends EventEmitter<HubEvents> {
     let credential: string | undefined
     if (identity.enrol) {
       agentId = this.#freeId(identity.name)
-      credential = randomBytes(32).toString('base64url')
+      credential = newSecret()
       this.#opts.store.insertAgent(agentId, credential, identity.name)
       this.#opts.event('agent.enrolled', `agent ${agentId} enrolled from ${address}`, { agentId })
     } else {
@@ -252,7 +252,7 @@ export class Hub extends EventEmitter<HubEvents> {
   #trackOpen(session: Session, injection: WireInjection): void {
     if (!session.hello) return
     const open = session.hello.open.filter((i) => i.id !== injection.id)
-    if (['pending', 'applying', 'active', 'recovering'].includes(injection.status)) open.push(injection)
+    if (isOpenStatus(injection.status)) open.push(injection)
     session.hello.open = open
   }
 

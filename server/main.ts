@@ -1,7 +1,7 @@
 import closeWithGrace from 'close-with-grace'
-import { parseListen, readSecretFile, readTlsFiles } from '../agent/config.js'
-import { createLogger } from '../agent/main.js'
-import { AGENT_VERSION } from '../agent/version.js'
+import { parseListen, readSecretFile, readTlsFiles } from '../common/config.js'
+import { createLogger } from '../common/logger.js'
+import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildServer } from './app.js'
 import { checkLease, checkServerExposure, type ServerConfig } from './config.js'
 
@@ -19,7 +19,7 @@ export async function startServer(config: ServerConfig): Promise<void> {
   const tls = readTlsFiles(config)
 
   const log = createLogger(config.logLevel)
-  log.info({ version: AGENT_VERSION, pid: process.pid, stateDir: config.stateDir, leaseMs }, 'faultline server starting')
+  log.info({ version: FAULTLINE_VERSION, pid: process.pid, stateDir: config.stateDir, leaseMs }, 'faultline server starting')
   const app = await buildServer({
     stateDir: config.stateDir,
     leaseMs,

@@ -1,12 +1,14 @@
-import { randomBytes, randomInt } from 'node:crypto'
+import { randomInt } from 'node:crypto'
 import type { Logger } from 'pino'
+import type { Static } from 'typebox'
 import { parseDuration } from '../protocol/duration.js'
 import { FaultlineError, isFaultlineError } from '../protocol/errors.js'
 import type { Experiment } from '../protocol/experiment.js'
-import type { InjectionSchema } from '../protocol/injection.js'
-import type { Static } from 'typebox'
+import { newId } from '../protocol/id.js'
+import { isOpenStatus, type InjectionSchema, type UpdateReason } from '../protocol/injection.js'
 import { LINK_PROTOCOL_VERSION, type AgentMessage } from '../protocol/link.js'
 import { describeTarget, targetKey } from '../protocol/target.js'
+import type { RecordReason, RunTrigger, RunView } from '../protocol/views.js'
 import type { Hub, InjectionUpdate } from './hub.js'
 import { TERMINAL_RECORD, type AgentRow, type RecordRow, type RecordStatus, type RunRow, type Store } from './store.js'
 
@@ -23,29 +25,6 @@ export interface RunsOptions {
   event: (type: string, message: string, refs?: { agentId?: string; runId?: string; data?: unknown }) => void
   /** How long an agent may take to answer inject (default 60 s: resolving and applying can be slow). */
   injectTimeoutMs?: number
-}
-
-export interface RunView {
-  id: string
-  experiment: string
-  status: RunRow['status']
-  trigger: string
-  startedBy: string
-  startedAt: string
-  endedAt?: string
-  abortRequestedAt?: string
-  abortedBy?: string
-  selection: RunRow['selection']
-  duration: string
-  records: {
-    agent: string
-    target: string
-    injectionId: string
-    status: RecordStatus
-    reason: string
-    error: { code: string; message: string } | null
-    updatedAt: string
-  }[]
 }
 
 const iso = (ms: number) => new Date(ms).toISOString()
@@ -87,18 +66,11 @@ export function sample<T>(items: T[], n: number): T[] {
   return copy.slice(0, n)
 }
 
-export function newRunId(): string {
-  const alphabet = '0123456789abcdefghjkmnpqrstvwxyz'
-  let id = ''
-  for (const b of randomBytes(10)) id += alphabet[b & 31]
-  return id
-}
-
 /**
  * The record status an injection's state maps to. A recovery at the deadline is "recovered";
  * any earlier recovery (abort, halt, guard, lease, a local DELETE, a restart) is "aborted".
  */
-export function recordStatusOf(injection: Pick<WireInjection, 'status'>, reason: string): RecordStatus {
+export function recordStatusOf(injection: Pick<WireInjection, 'status'>, reason: UpdateReason | ''): RecordStatus {
   switch (injection.status) {
     case 'pending':
     case 'applying':
@@ -138,7 +110,7 @@ export class Runs {
 
   // ---- start -------------------------------------------------------------------------------
 
-  start(name: string, who: string, trigger: 'api' | 'schedule'): RunRow {
+  start(name: string, who: string, trigger: RunTrigger): RunRow {
     const { store, hub } = this.#o
     const exp = store.getExperiment(name)
     if (!exp) throw new FaultlineError('FAULTLINE_ERR_EXPERIMENT_NOT_FOUND', `no experiment "${name}"; list them with "faultline exp ls"`)
@@ -161,7 +133,7 @@ export class Runs {
     }
     const chosen = sample(connected, hostCount(spec.mode, connected.length))
     const chosenIds = new Set(chosen.map((a) => a.id))
-    const id = newRunId()
+    const id = newId()
     const now = Date.now()
     const durationMs = parseDuration(spec.duration)
     const records: Omit<RecordRow, 'seq'>[] = []
@@ -179,7 +151,7 @@ export class Runs {
         target: '',
         targetKey: '',
         status: online ? 'skipped' : 'offline',
-        reason: online ? `not chosen (${describeMode(spec.mode)})` : 'not connected',
+        reason: online ? 'not-chosen' : 'not-connected',
         error: null,
         updatedAt: now,
       })
@@ -244,13 +216,13 @@ export class Runs {
     }
     // Aborted (or halted) while the inject was under way: take back what it just applied.
     const run = store.getRun(runId)
-    const open = reply.injections.filter((i) => ['pending', 'applying', 'active', 'recovering'].includes(i.status)).map((i) => i.id)
+    const open = reply.injections.filter((i) => isOpenStatus(i.status)).map((i) => i.id)
     if (run && (run.abortRequestedAt !== null || run.status !== 'running') && open.length > 0) this.#recover(agentId, { injectionIds: open })
     this.#checkEnd(runId)
   }
 
   /** Writes one injection's state into its record; a finished record never goes back. */
-  #apply(agentId: string, runId: string, requestId: string, injection: WireInjection, reason: string, detail: string | undefined): boolean {
+  #apply(agentId: string, runId: string, requestId: string, injection: WireInjection, reason: UpdateReason | '', detail: string | undefined): boolean {
     const { store } = this.#o
     const existing = store.recordOfInjection(agentId, injection.id)
     const status = recordStatusOf(injection, reason)
@@ -338,7 +310,7 @@ export class Runs {
   }
 
   #recover(agentId: string, what: { injectionIds?: string[]; runId?: string }): void {
-    const requestId = `rc-${newRunId()}`
+    const requestId = `rc-${newId()}`
     this.#o.hub
       .request(agentId, { v: LINK_PROTOCOL_VERSION, type: 'recover', requestId, ...what }, 60_000)
       .then((ack) => {
@@ -370,7 +342,7 @@ export class Runs {
     for (const run of runs) store.requestAbort(run.id, who, Date.now() + this.#o.leaseMs + RUN_GRACE_MS)
     const ready = hub.readyIds()
     this.#o.event('halt', `halt by ${who}: recovering everything on ${ready.length} connected agent(s); ${runs.length} run(s) aborted`, { data: { runs: runs.map((r) => r.id) } })
-    const requestId = `halt-${newRunId()}`
+    const requestId = `halt-${newId()}`
     const agents = await Promise.all(
       ready.map((agentId) =>
         hub

@@ -1,19 +1,19 @@
 import Database from 'better-sqlite3'
-import { createHash } from 'node:crypto'
+import { hashSecret } from '../common/tokens.js'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Experiment } from '../protocol/experiment.js'
-import type { Role } from './roles.js'
+import type { Role } from '../protocol/roles.js'
+import { terminalRecordStatuses, type RecordReason, type RecordStatus, type RunStatus, type RunTrigger } from '../protocol/views.js'
 
 /**
  * The server's state in one SQLite file (better-sqlite3, WAL): agents (with a hashed credential),
  * experiments, runs, one record per run x host x target, events, API tokens (hashed) and the
  * audit log. Nothing else to install. Synchronous: a method returning means the row is written.
  */
-export type RunStatus = 'pending' | 'running' | 'completed' | 'aborted' | 'failed'
-export type RecordStatus = 'sent' | 'active' | 'recovered' | 'failed' | 'aborted' | 'offline' | 'skipped'
+export type { RecordReason, RecordStatus, RunStatus, RunTrigger } from '../protocol/views.js'
 
-export const TERMINAL_RECORD: ReadonlySet<RecordStatus> = new Set(['recovered', 'failed', 'aborted', 'offline', 'skipped'])
+export const TERMINAL_RECORD: ReadonlySet<RecordStatus> = new Set(terminalRecordStatuses)
 
 export interface AgentRow {
   id: string
@@ -39,7 +39,7 @@ export interface RunRow {
   experiment: string
   spec: Experiment
   status: RunStatus
-  trigger: string
+  trigger: RunTrigger
   startedBy: string
   startedAt: number
   endedAt: number | null
@@ -59,7 +59,7 @@ export interface RecordRow {
   target: string
   targetKey: string
   status: RecordStatus
-  reason: string
+  reason: RecordReason
   error: { code: string; message: string } | null
   updatedAt: number
 }
@@ -97,10 +97,6 @@ export interface AuditRow {
 }
 
 const SCHEMA_VERSION = 1
-
-export function sha256(text: string): string {
-  return createHash('sha256').update(text).digest('hex')
-}
 
 const json = (v: unknown) => JSON.stringify(v)
 
@@ -282,7 +278,7 @@ export class Store {
   }
 
   insertAgent(id: string, secret: string, hostname: string): void {
-    this.#s.agentInsert.run(id, sha256(secret), hostname, Date.now())
+    this.#s.agentInsert.run(id, hashSecret(secret), hostname, Date.now())
   }
 
   recordHello(id: string, hello: { hostname: string; labels: Record<string, string>; version: string; capabilities: unknown; targets: unknown[] }): void {
@@ -386,7 +382,7 @@ export class Store {
     })()
   }
 
-  setRecordStatus(seq: number, status: RecordStatus, reason: string, error: { code: string; message: string } | null): void {
+  setRecordStatus(seq: number, status: RecordStatus, reason: RecordReason, error: { code: string; message: string } | null): void {
     this.#s.recSetStatus.run(status, reason, error ? json(error) : null, Date.now(), seq)
   }
 
@@ -418,13 +414,13 @@ export class Store {
 
   insertToken(id: string, name: string, role: Role, secret: string, createdBy: string): TokenRow {
     const createdAt = Date.now()
-    this.#s.tokenInsert.run(id, name, role, sha256(secret), createdAt, createdBy)
+    this.#s.tokenInsert.run(id, name, role, hashSecret(secret), createdAt, createdBy)
     return { id, name, role, createdAt, createdBy, lastUsedAt: null }
   }
 
   /** The token whose secret hashes to this; lookups go by hash, so no secret is ever compared. */
   tokenBySecret(secret: string): TokenRow | undefined {
-    const r = this.#s.tokenByHash.get(sha256(secret)) as RawToken | undefined
+    const r = this.#s.tokenByHash.get(hashSecret(secret)) as RawToken | undefined
     return r && decodeToken(r)
   }
 
@@ -476,7 +472,7 @@ interface RawRun {
   experiment: string
   spec: string
   status: RunStatus
-  trigger: string
+  trigger: RunTrigger
   started_by: string
   started_at: number
   ended_at: number | null
@@ -494,7 +490,7 @@ interface RawRecord {
   target: string
   target_key: string
   status: RecordStatus
-  reason: string
+  reason: RecordReason
   error: string | null
   updated_at: number
 }

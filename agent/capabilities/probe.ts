@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { hostname as osHostname } from 'node:os'
 import si from 'systeminformation'
 import type { Capabilities, Feature, FeatureMap, FeatureName, HostFacts } from '../../protocol/capabilities.js'
@@ -10,7 +11,8 @@ import { findProgram, run } from '../exec.js'
 import { pidfdSupported } from '../native/libc.js'
 import { openat2Supported } from '../faults/shared/files-native.js'
 import { readCgroupMounts } from '../targets/cgroupfs.js'
-import { AGENT_VERSION } from '../version.js'
+import { FAULTLINE_VERSION } from '../../common/version.js'
+import { devPath, type RuntimeName } from '../host-paths.js'
 
 /**
  * Finds out what this host can really do. Kernel features are tried, not guessed: qdiscs, tc
@@ -20,23 +22,18 @@ import { AGENT_VERSION } from '../version.js'
  */
 export interface ProbeOptions {
   procRoot: string
-  runtimeSockets: Record<'docker' | 'containerd' | 'podman' | 'crio', readonly string[]>
+  /** The host's /dev (default /dev). */
+  devDir?: string
+  runtimeSockets: Record<RuntimeName, readonly string[]>
 }
 
-export const defaultRuntimeSockets: ProbeOptions['runtimeSockets'] = {
-  docker: ['/run/docker.sock', '/var/run/docker.sock'],
-  containerd: ['/run/containerd/containerd.sock'],
-  podman: ['/run/podman/podman.sock'],
-  crio: ['/run/crio/crio.sock', '/var/run/crio/crio.sock'],
-}
+export { defaultRuntimeSockets } from '../host-paths.js'
 
 const yes = (detail: string): Feature => ({ available: true, detail })
 const no = (detail: string): Feature => ({ available: false, detail })
 
-type PartialFeatures = Partial<Record<FeatureName, Feature>>
-
 /** tc commands run as one `tc -force -batch -`; each probe is an add (checked) and a cleanup. */
-const tcProbes: { feature: FeatureName; add: string; cleanup?: string }[] = [
+const tcProbes = [
   { feature: 'qdisc:netem', add: 'qdisc add dev lo root handle 1: netem delay 1ms', cleanup: 'qdisc del dev lo root' },
   { feature: 'qdisc:tbf', add: 'qdisc add dev lo root handle 1: tbf rate 1mbit burst 32kb latency 50ms', cleanup: 'qdisc del dev lo root' },
   { feature: 'qdisc:htb', add: 'qdisc add dev lo root handle 1: htb default 1', cleanup: 'qdisc del dev lo root' },
@@ -48,10 +45,11 @@ const tcProbes: { feature: FeatureName; add: string; cleanup?: string }[] = [
   { feature: 'tc-action:mirred', add: 'filter add dev lo parent ffff: prio 2 protocol all u32 match u32 0 0 action mirred egress redirect dev lo' },
   { feature: 'tc-action:gact', add: 'filter add dev lo parent ffff: prio 3 protocol all u32 match u32 0 0 action gact drop' },
   { feature: 'tc-action:police', add: 'filter add dev lo parent ffff: prio 4 protocol all u32 match u32 0 0 action police rate 1mbit burst 10k drop' },
-]
+] as const satisfies readonly { feature: FeatureName; add: string; cleanup?: string }[]
+type TcFeature = (typeof tcProbes)[number]['feature']
 
-async function probeTc(unshare: string | undefined, tc: string | undefined): Promise<PartialFeatures> {
-  const out: PartialFeatures = {}
+async function probeTc(unshare: string | undefined, tc: string | undefined): Promise<Record<TcFeature, Feature>> {
+  const out = {} as Record<TcFeature, Feature>
   if (!tc || !unshare) {
     const why = !tc ? 'tc (iproute2) is not installed' : 'unshare (util-linux) is not installed, so kernel qdiscs cannot be probed safely'
     for (const p of tcProbes) out[p.feature] = no(why)
@@ -62,7 +60,7 @@ async function probeTc(unshare: string | undefined, tc: string | undefined): Pro
   for (const p of tcProbes) {
     lines.push(p.add)
     lineOf.set(p.feature, lines.length)
-    if (p.cleanup) lines.push(p.cleanup)
+    if ('cleanup' in p) lines.push(p.cleanup)
   }
   const res = await run([unshare, '--net', '--', tc, '-force', '-batch', '-'], { input: lines.join('\n') + '\n' })
   // tc prints the kernel's message, then "Command failed -:<line>", for each failing line.
@@ -104,7 +102,7 @@ async function probeCommand(
   return no(`${argv[0]?.split('/').pop()} failed in a throwaway netns: ${err || `exit ${res.code}`}`)
 }
 
-async function probeNetfilter(unshare: string | undefined, nft: string | undefined, ipt: string | undefined, ip: string | undefined): Promise<PartialFeatures> {
+async function probeNetfilter(unshare: string | undefined, nft: string | undefined, ipt: string | undefined, ip: string | undefined) {
   const chain = 'add table inet flprobe\nadd chain inet flprobe c { type filter hook output priority 0; }\n'
   const nftProbe = (rule: string, success: string) =>
     probeCommand(unshare, nft ? [nft, '-f', '-'] : undefined, 'nft (nftables) is not installed', success, chain + rule + '\n')
@@ -143,7 +141,7 @@ async function probeNetfilter(unshare: string | undefined, nft: string | undefin
 }
 
 /** cgroup v1 hierarchies and the v2 mount, from our own mountinfo (not PID 1's). */
-export function probeCgroups(procRoot: string): PartialFeatures {
+export function probeCgroups(procRoot: string) {
   const mounts = readCgroupMounts(procRoot)
   const v1Controllers = [...mounts.v1.keys()].filter((c) => !c.startsWith('name=')).sort()
   let v2Controllers = ''
@@ -165,25 +163,31 @@ export function probeCgroups(procRoot: string): PartialFeatures {
   }
 }
 
-function probeFiles(procRoot: string, sockets: ProbeOptions['runtimeSockets']): PartialFeatures {
-  const out: PartialFeatures = {}
+function probeFiles(opts: ProbeOptions) {
   let scope: string | undefined
   try {
-    scope = readFileSync(`${procRoot}/sys/kernel/yama/ptrace_scope`, 'utf8').trim()
+    scope = readFileSync(join(opts.procRoot, 'sys/kernel/yama/ptrace_scope'), 'utf8').trim()
   } catch {
     scope = undefined
   }
-  out.ptrace =
-    scope === '3'
-      ? no('kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot')
-      : yes(scope === undefined ? 'no Yama LSM: classic ptrace permissions (root may attach)' : `kernel.yama.ptrace_scope is ${scope}; root may attach`)
-  out.fuse = isCharDevice('/dev/fuse') ? yes('/dev/fuse is present') : no('/dev/fuse is missing (kernel without FUSE, or not exposed to this host)')
-  out.timens = existsSync(`${procRoot}/self/ns/time`) ? yes('time namespaces are supported') : no('kernel lacks time namespaces (CONFIG_TIME_NS, Linux >= 5.6)')
-  for (const [runtime, paths] of Object.entries(sockets) as [keyof typeof sockets, readonly string[]][]) {
+  const fuse = devPath(opts, 'fuse')
+  const socket = (runtime: RuntimeName): Feature => {
+    const paths = opts.runtimeSockets[runtime]
     const found = paths.find(isSocket)
-    out[`runtime:${runtime}`] = found ? yes(`socket ${found}`) : no(`no socket at ${paths.join(' or ')}`)
+    return found ? yes(`socket ${found}`) : no(`no socket at ${paths.join(' or ')}`)
   }
-  return out
+  return {
+    ptrace:
+      scope === '3'
+        ? no('kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot')
+        : yes(scope === undefined ? 'no Yama LSM: classic ptrace permissions (root may attach)' : `kernel.yama.ptrace_scope is ${scope}; root may attach`),
+    fuse: isCharDevice(fuse) ? yes(`${fuse} is present`) : no(`${fuse} is missing (kernel without FUSE, or not exposed to this host)`),
+    timens: existsSync(join(opts.procRoot, 'self/ns/time')) ? yes('time namespaces are supported') : no('kernel lacks time namespaces (CONFIG_TIME_NS, Linux >= 5.6)'),
+    'runtime:docker': socket('docker'),
+    'runtime:containerd': socket('containerd'),
+    'runtime:podman': socket('podman'),
+    'runtime:crio': socket('crio'),
+  }
 }
 
 function isSocket(path: string): boolean {
@@ -221,7 +225,8 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
     probeStressHelper(),
   ])
   const pidfd = pidfdSupported()
-  const features: PartialFeatures = {
+  // satisfies: a feature of protocol/capabilities.ts that nothing probes does not compile.
+  const features = {
     signals: yes('kill(2) is always available'),
     pidfd: pidfd.available ? yes(pidfd.detail) : no(pidfd.detail),
     'tool:ip': toolFeature('ip', 'iproute2'),
@@ -237,9 +242,9 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
     'helper:stress': stress,
     openat2: openat2Supported(),
     ...probeCgroups(opts.procRoot),
-    ...probeFiles(opts.procRoot, opts.runtimeSockets),
-  }
-  return features as FeatureMap
+    ...probeFiles(opts),
+  } satisfies FeatureMap
+  return features
 }
 
 export async function probeHostFacts(): Promise<HostFacts> {
@@ -255,7 +260,7 @@ export async function probeHostFacts(): Promise<HostFacts> {
     cpuCores: cpu.cores,
     memTotalBytes: mem.total,
     agentPid: process.pid,
-    agentVersion: AGENT_VERSION,
+    agentVersion: FAULTLINE_VERSION,
     nodeVersion: process.version,
   }
 }
@@ -266,8 +271,7 @@ export function kindAvailability(features: FeatureMap): Capabilities['kinds'] {
   for (const k of faultKinds) {
     const missing = k.requires.filter((f) => !features[f]?.available)
     const reasons = missing.map((f) => features[f]?.detail ?? `${f} was not probed`)
-    const kind = k as { unavailableReason?: (f: FeatureMap) => string | undefined }
-    const mechanism = missing.length === 0 ? kind.unavailableReason?.(features) : undefined
+    const mechanism = missing.length === 0 ? k.unavailableReason?.(features) : undefined
     if (mechanism) reasons.push(mechanism)
     kinds[k.kind] = {
       available: reasons.length === 0,

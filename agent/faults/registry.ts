@@ -1,4 +1,5 @@
-import type { FaultKind } from './types.js'
+import type { TObject } from 'typebox'
+import type { FaultKindName, FaultSpecOf } from '../../protocol/faults/index.js'
 import { diskFill } from './disk-fill/index.js'
 import { fileAppend } from './file-append/index.js'
 import { fileChmod } from './file-chmod/index.js'
@@ -20,42 +21,45 @@ import { stressCpu } from './stress-cpu/index.js'
 import { stressIo } from './stress-io/index.js'
 import { stressMemory } from './stress-memory/index.js'
 import { timeSkew } from './time-skew/index.js'
+import type { FaultKind } from './types.js'
 
 /**
- * The only list of fault kinds. Routes, CLI flags, capability reports and the journal codec all
- * come from here; adding a kind is a folder plus one line below.
+ * How the agent does each kind of protocol/faults: one implementation per spec, keyed by its name.
+ * The `satisfies` makes a spec without an implementation, an implementation of no spec, or one
+ * filed under another kind's name a compile error.
  */
-export const faultKinds = [
-  processKill,
-  processStop,
-  networkPartition,
-  networkReject,
-  networkLoss,
-  networkCorrupt,
-  networkDuplicate,
-  networkReorder,
-  networkDns,
-  networkDelay,
-  networkBandwidth,
-  stressCpu,
-  stressMemory,
-  stressIo,
-  timeSkew,
-  diskFill,
-  fileDelete,
-  fileChmod,
-  fileAppend,
-  fileReplace,
-  fileCorrupt,
-] as const
+export const faultImplementations = {
+  'process-kill': processKill,
+  'process-stop': processStop,
+  'network-partition': networkPartition,
+  'network-reject': networkReject,
+  'network-loss': networkLoss,
+  'network-corrupt': networkCorrupt,
+  'network-duplicate': networkDuplicate,
+  'network-reorder': networkReorder,
+  'network-dns': networkDns,
+  'network-delay': networkDelay,
+  'network-bandwidth': networkBandwidth,
+  'stress-cpu': stressCpu,
+  'stress-memory': stressMemory,
+  'stress-io': stressIo,
+  'time-skew': timeSkew,
+  'disk-fill': diskFill,
+  'file-delete': fileDelete,
+  'file-chmod': fileChmod,
+  'file-append': fileAppend,
+  'file-replace': fileReplace,
+  'file-corrupt': fileCorrupt,
+} as const satisfies { [K in FaultKindName]: FaultKind<K, FaultSpecOf<K>['specSchema'], TObject, TObject, unknown> }
 
-export type AnyFaultKind = (typeof faultKinds)[number]
-export type FaultKindName = AnyFaultKind['kind']
+export type AnyFaultKind = (typeof faultImplementations)[FaultKindName]
 
-const byName = new Map<string, FaultKind>(faultKinds.map((k) => [k.kind, k as unknown as FaultKind]))
+/** Every implementation, in the order of protocol/faults, with their types erased (capability reports, tests). */
+export const faultKinds: readonly FaultKind[] = Object.values(faultImplementations)
 
+const byName = new Map<string, FaultKind>(faultKinds.map((k) => [k.kind, k]))
+
+/** A kind by a name from outside, with its types erased (tests, tools); undefined when this agent does not know it. */
 export function getFaultKind(name: string): FaultKind | undefined {
   return byName.get(name)
 }
-
-export const faultKindNames = faultKinds.map((k) => k.kind) as FaultKindName[]

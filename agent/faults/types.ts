@@ -1,22 +1,17 @@
 import type { Logger } from 'pino'
 import type { Static, TObject } from 'typebox'
 import type { FeatureMap, FeatureName } from '../../protocol/capabilities.js'
+import type { FaultSpecDefinition } from '../../protocol/faults/define.js'
 import type { PlanStep } from '../../protocol/plan.js'
-import type { ResolvedTarget, TargetType } from '../../protocol/target.js'
+import type { ResolvedTarget } from '../../protocol/target.js'
+import type { HostPaths } from '../host-paths.js'
 
-/** Host paths come from configuration so tests can point them at fixture trees. */
-export interface HostPaths {
-  procRoot: string
-  /** Where `ip netns add` leaves named network namespaces. */
-  netnsDir: string
-  /** containerd's task state (/run/containerd/io.containerd.runtime.v2.task): containerd containers are recognised by it. */
-  containerdTaskDir: string
-}
+export type { HostPaths } from '../host-paths.js'
 
 /** What network faults must never cut: the agent's own control links. */
 export interface ControlChannel {
-  /** The agent's API port, exempt when the target is the agent's own network namespace. */
-  apiPort?: number
+  /** The agent's API port, exempt when the target is the agent's own network namespace; undefined before it listens (or on a Unix socket). */
+  apiPort?: () => number | undefined
   /** Inode of the agent's own network namespace. */
   agentNetnsInode: number
   /** Always-exempt TCP ports (22 for SSH by default). */
@@ -82,27 +77,16 @@ export interface PlanBase {
 }
 
 /**
- * One fault kind. `gather` (optional, may do I/O) collects the host facts the plan needs;
- * `plan` is pure and explains exactly what will be done (it backs dryRun); `apply` returns the
- * JSON state needed to undo; `recover` needs only that state and is idempotent ("already gone"
- * counts as recovered). `undoFromPlan` gives the state to undo with when the agent died before
- * `apply` returned, so a crash between any two steps is recoverable.
+ * How the agent does one kind on a host; its contract (name, parameters, targets) is the spec in
+ * protocol/faults/. `gather` (may do I/O) collects the host facts the plan needs; `plan` is pure
+ * and explains exactly what will be done (it backs dryRun); `apply` returns the JSON state needed
+ * to undo; `recover` needs only that state and is idempotent ("already gone" counts as
+ * recovered). `undoFromPlan` gives the state to undo with when the agent died before `apply`
+ * returned, so a crash between any two steps is recoverable.
  */
-export interface FaultKind<
-  Kind extends string = string,
-  Spec extends TObject = TObject,
-  Plan extends TObject = TObject,
-  State extends TObject = TObject,
-  Facts = undefined,
-> {
-  kind: Kind
-  summary: string
-  specSchema: Spec
+export interface FaultImplementation<Spec extends TObject, Plan extends TObject, State extends TObject, Facts> {
   planSchema: Plan
   stateSchema: State
-  /** false: the fault cannot be taken back (a killed process stays dead); recovery is a no-op. */
-  recoverable: boolean
-  targets: readonly TargetType[]
   /** Features that must all be available for the kind to be offered at all. */
   requires: readonly FeatureName[]
   /**
@@ -112,20 +96,32 @@ export interface FaultKind<
   unavailableReason?(features: FeatureMap): string | undefined
   /** At most one active injection of this kind per concrete target. */
   exclusive: boolean
-  gather?(spec: Static<Spec>, target: ResolvedTarget, ctx: GatherContext): Promise<Facts>
+  gather(spec: Static<Spec>, target: ResolvedTarget, ctx: GatherContext): Promise<Facts>
   plan(spec: Static<Spec>, target: ResolvedTarget, ctx: PlanContext<Facts>): Static<Plan> & PlanBase
   undoFromPlan(plan: Static<Plan>): Static<State>
   apply(plan: Static<Plan>, ctx: ApplyContext): Promise<Static<State>>
   recover(state: Static<State>, ctx: RecoverContext): Promise<RecoverOutcome>
 }
 
-/** Identity function that checks a kind against the contract and keeps its precise types. */
-export function defineFault<
-  Kind extends string,
-  Spec extends TObject,
-  Plan extends TObject,
-  State extends TObject,
-  Facts = undefined,
->(kind: FaultKind<Kind, Spec, Plan, State, Facts>): FaultKind<Kind, Spec, Plan, State, Facts> {
-  return kind
+/** One fault kind: its spec (protocol/faults/<kind>.ts) and its implementation (agent/faults/<kind>/). */
+export interface FaultKind<
+  Kind extends string = string,
+  Spec extends TObject = TObject,
+  Plan extends TObject = TObject,
+  State extends TObject = TObject,
+  Facts = unknown,
+> extends FaultSpecDefinition<Kind, Spec>,
+    FaultImplementation<Spec, Plan, State, Facts> {}
+
+/** Pairs a kind's spec with its implementation, checking both against the contract and keeping their precise types. */
+export function defineFault<Kind extends string, Spec extends TObject, Plan extends TObject, State extends TObject, Facts = undefined>(
+  spec: FaultSpecDefinition<Kind, Spec>,
+  implementation: FaultImplementation<Spec, Plan, State, Facts>,
+): FaultKind<Kind, Spec, Plan, State, Facts> {
+  return { ...spec, ...implementation }
+}
+
+/** gather for kinds whose plan needs nothing from the host beyond the resolved target. */
+export async function noFacts(): Promise<undefined> {
+  return undefined
 }

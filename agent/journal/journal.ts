@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import type { InjectionStatus } from '../../protocol/injection.js'
+import { openInjectionStatuses, type InjectionStatus } from '../../protocol/injection.js'
 import type { Plan } from '../../protocol/plan.js'
 import type { ResolvedTarget } from '../../protocol/target.js'
 
@@ -141,7 +141,7 @@ export class Journal {
         "SELECT * FROM injections WHERE needs_undo = 1 AND status != 'failed' AND kind = ? AND target_key = ?",
       ),
       countOpenByKind: db.prepare(
-        "SELECT kind, COUNT(*) AS n FROM injections WHERE status IN ('pending','applying','active','recovering') GROUP BY kind",
+        `SELECT kind, COUNT(*) AS n FROM injections WHERE status IN (${openInjectionStatuses.map((s) => `'${s}'`).join(',')}) GROUP BY kind`,
       ),
       setStatus: db.prepare('UPDATE injections SET status = ?, updated_at = ? WHERE id = ?'),
       setState: db.prepare('UPDATE injections SET state = ?, updated_at = ? WHERE id = ?'),

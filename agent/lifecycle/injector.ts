@@ -1,15 +1,16 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { stringify as stableStringify } from 'safe-stable-stringify'
-import { Value } from 'typebox/value'
 import type { Capabilities, FeatureMap } from '../../protocol/capabilities.js'
 import { formatDuration, parseDuration } from '../../protocol/duration.js'
-import { FaultlineError, isFaultlineError } from '../../protocol/errors.js'
-import type { CreateInjectionBody, Injection, InjectionStatus } from '../../protocol/injection.js'
+import { FaultlineError, isFaultlineError, type ErrorCode } from '../../protocol/errors.js'
+import { newId } from '../../protocol/id.js'
+import type { CreateInjectionBody, Injection, InjectionStatus, RecoverReason, UpdateReason } from '../../protocol/injection.js'
 import { describeTarget, targetKey, type ResolvedTarget } from '../../protocol/target.js'
-import { getFaultKind } from '../faults/registry.js'
-import type { ControlChannel, FaultKind, HostPaths, PlanBase } from '../faults/types.js'
+import { runnerFor, runnerNamed, type KindRunner, type PlannedTarget } from '../faults/runner.js'
+import type { ControlChannel, GatherContext, PlanBase } from '../faults/types.js'
+import type { HostPaths } from '../host-paths.js'
 import type { Journal, JournalRow, NewJournalRow } from '../journal/journal.js'
 import type { AgentMetrics } from '../metrics.js'
 import { resolveTarget } from '../targets/registry.js'
@@ -17,7 +18,7 @@ import type { TargetContext } from '../targets/types.js'
 import { DeadlineScheduler } from './deadlines.js'
 import { KeyedLock } from './keyed-lock.js'
 
-export type RecoverReason = 'api' | 'halt' | 'deadline' | 'shutdown' | 'restart' | 'rollback' | 'retry' | 'lease' | 'guard' | 'abort'
+export type { RecoverReason, UpdateReason } from '../../protocol/injection.js'
 
 /** Who asked, for the journal and the logs (never used as a logger key). */
 export interface Origin {
@@ -28,12 +29,6 @@ export interface Origin {
   /** Bound to the server's lease: recovered by the agent itself when the lease lapses. */
   lease?: boolean
 }
-
-/**
- * Why an injection changed status: 'apply' while it is being applied (pending -> applying ->
- * active, or failed), otherwise the RecoverReason of its recovery.
- */
-export type UpdateReason = RecoverReason | 'apply'
 
 export interface InjectorEvents {
   /** Every status change of a journaled injection, after the journal write. */
@@ -51,7 +46,7 @@ export interface InjectorOptions {
   capabilities: () => Promise<Capabilities>
   maxDurationMs: number
   minDurationMs?: number
-  /** What network faults must not cut; the agent fills in its API port once it listens. */
+  /** What network faults must not cut (the API port is asked for when a fault is planned). */
   control: ControlChannel
 }
 
@@ -59,6 +54,21 @@ export interface CreateResult {
   /** false when an identical request with the same id had already been taken (idempotent replay). */
   created: boolean
   injections: Injection[]
+}
+
+/** A request that passed step 1: the kind that runs it and its duration. */
+interface ValidRequest {
+  body: CreateInjectionBody
+  runner: KindRunner
+  durationMs: number
+  /** Identifies the request's fault, target and duration: the same id with another hash is 409. */
+  requestHash: string
+}
+
+/** One target of a request after step 2: the journal row to write, and the apply of its plan. */
+interface PlannedRow {
+  row: NewJournalRow
+  planned: PlannedTarget
 }
 
 /** A selector may match at most this many targets unless the request raises maxTargets. */
@@ -108,11 +118,6 @@ export class Injector {
     return this.#closing
   }
 
-  /** The control channel network faults exempt; main.ts sets apiPort once the agent listens. */
-  get control(): ControlChannel {
-    return this.#opts.control
-  }
-
   #claimsOf(row: { plan: unknown }): string[] {
     return (row.plan as PlanBase).claims ?? []
   }
@@ -121,7 +126,7 @@ export class Injector {
     for (const [claim, holder] of this.#claims) if (holder === id) this.#claims.delete(claim)
   }
 
-  // ---- create ------------------------------------------------------------------------------
+  // ---- create: validate -> resolve and plan -> journal ahead -> apply (rolling back on failure) ----
 
   create(body: CreateInjectionBody, origin: Origin): Promise<CreateResult> {
     if (this.#closing) throw new FaultlineError('FAULTLINE_ERR_SHUTTING_DOWN', 'the agent is shutting down and recovering every injection; try again once it is back')
@@ -133,28 +138,55 @@ export class Injector {
   }
 
   async #create(body: CreateInjectionBody, origin: Origin): Promise<CreateResult> {
-    const kind = getFaultKind(body.fault.kind)
-    if (!kind) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown fault kind "${body.fault.kind}"`)
+    const request = this.#validate(body)
+    const replay = this.#replayOf(request)
+    if (replay) return { created: false, injections: replay }
+    const planned = await this.#resolveAndPlan(request, origin)
+    if (body.dryRun) {
+      this.#opts.metrics.injections.inc({ kind: request.runner.kind, outcome: 'dry_run' }, planned.length)
+      return { created: true, injections: planned.map((p) => toInjection(draftRow(p.row), true)) }
+    }
+    const journaled = this.#journalAhead(request, planned, origin)
+    if (journaled.replay) return { created: false, injections: journaled.replay }
+    crashPoint('after-journal')
+    return { created: true, injections: await this.#applyAll(planned) }
+  }
+
+  /**
+   * Step 1, before anything looks at the host: the kind that will run (the body already matched
+   * the schema of the kind it names), a duration within this agent's limits, a target type the
+   * kind acts on.
+   */
+  #validate(body: CreateInjectionBody): ValidRequest {
+    const runner = runnerFor(body.fault.kind)
     const durationMs = this.#checkDuration(body.duration)
-    if (!kind.targets.includes(body.target.type)) {
+    if (!runner.targets.includes(body.target.type)) {
       throw new FaultlineError(
         'FAULTLINE_ERR_TARGET_UNSUPPORTED',
-        `${kind.kind} acts on ${kind.targets.join(' or ')} targets, not on "${body.target.type}"`,
+        `${runner.kind} acts on ${runner.targets.join(' or ')} targets, not on "${body.target.type}"`,
       )
     }
-    const requestHash = hashRequest(body)
-    if (body.id && !body.dryRun) {
-      const replay = this.#replay(body.id, requestHash)
-      if (replay) return { created: false, injections: replay }
-    }
+    return { body, runner, durationMs, requestHash: hashRequest(body) }
+  }
 
+  /** The injections of an earlier identical request with the client's id (409 if it differed). */
+  #replayOf(request: ValidRequest): Injection[] | undefined {
+    const { body } = request
+    return body.id && !body.dryRun ? this.#replay(body.id, request.requestHash) : undefined
+  }
+
+  /**
+   * Step 2: the host can do the kind; the selector resolves to at most maxTargets concrete
+   * targets, none already carrying an exclusive kind; each target gets its id, facts and plan,
+   * and the journal row that will hold them.
+   */
+  async #resolveAndPlan(request: ValidRequest, origin: Origin): Promise<PlannedRow[]> {
+    const { body, runner } = request
     const caps = await this.#opts.capabilities()
-    const availability = caps.kinds[kind.kind]
+    const availability = caps.kinds[runner.kind]
     if (!availability?.available) {
-      throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${kind.kind} is not available on this host: ${availability?.reason ?? 'not probed'}`)
+      throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${runner.kind} is not available on this host: ${availability?.reason ?? 'not probed'}`)
     }
-
-    const features = caps.features as FeatureMap
     const targets = await resolveTarget(body.target, this.#opts.targets)
     const maxTargets = body.maxTargets ?? DEFAULT_MAX_TARGETS
     if (targets.length > maxTargets) {
@@ -166,62 +198,63 @@ export class Injector {
     }
     // An exclusive kind already on a target is a conflict (409), whatever state that fault has
     // put the target in; checked again right before the journal insert.
-    if (kind.exclusive) for (const target of targets) this.#checkExclusive(kind.kind, target)
+    if (runner.exclusive) for (const target of targets) this.#checkExclusive(runner.kind, target)
 
     const requestId = body.id ?? newId()
     const ids = targets.length === 1 ? [requestId] : targets.map((_, i) => `${requestId}-${i + 1}`)
-    const gatherCtx = {
+    const gatherCtx: GatherContext = {
       paths: this.#opts.paths,
-      features,
+      features: caps.features as FeatureMap,
       control: this.#opts.control,
       stateDir: this.#opts.stateDir,
-      openPlans: () => this.#journal.needingUndo().filter((r) => r.kind === kind.kind && r.status !== 'failed').map((r) => r.plan),
+      openPlans: () => this.#journal.needingUndo().filter((r) => r.kind === runner.kind && r.status !== 'failed').map((r) => r.plan),
     }
-    const planned = await Promise.all(
+    const now = Date.now()
+    return Promise.all(
       targets.map(async (target, i) => {
-        const facts = kind.gather ? await kind.gather(body.fault as never, target, gatherCtx) : undefined
-        const plan = kind.plan(body.fault as never, target, { ...gatherCtx, injectionId: ids[i]!, facts: facts as never })
-        return { target, plan }
+        const id = ids[i]!
+        const planned = await runner.plan(body.fault, target, { ...gatherCtx, injectionId: id })
+        const row: NewJournalRow = {
+          id,
+          requestId,
+          requestHash: request.requestHash,
+          kind: runner.kind,
+          fault: body.fault,
+          target: body.target,
+          resolved: target,
+          targetKey: targetKey(target),
+          plan: planned.plan,
+          state: planned.undo,
+          duration: body.duration,
+          durationMs: request.durationMs,
+          recoverable: runner.recoverable,
+          createdAt: now,
+          expiresAt: now + request.durationMs,
+          origin,
+        }
+        return { row, planned }
       }),
     )
+  }
 
-    const now = Date.now()
-    const rows: NewJournalRow[] = planned.map(({ target, plan }, i) => ({
-      id: ids[i]!,
-      requestId,
-      requestHash,
-      kind: kind.kind,
-      fault: body.fault,
-      target: body.target,
-      resolved: target,
-      targetKey: targetKey(target),
-      plan,
-      state: kind.undoFromPlan(plan as never),
-      duration: body.duration,
-      durationMs,
-      recoverable: kind.recoverable,
-      createdAt: now,
-      expiresAt: now + durationMs,
-      origin,
-    }))
-
-    if (body.dryRun) {
-      this.#opts.metrics.injections.inc({ kind: kind.kind, outcome: 'dry_run' }, rows.length)
-      return { created: true, injections: rows.map((r) => toInjection(draftRow(r), true)) }
-    }
-
-    // From here to insertPending nothing awaits: the checks and the write-ahead insert are one
-    // atomic step for this single-threaded process, so two racing requests cannot both pass.
+  /**
+   * Step 3, write ahead: the last checks and the insert of every row as 'pending' are one atomic
+   * step for this single-threaded process (nothing awaits in between), so two racing requests
+   * cannot both pass. From here on, whatever happens to the agent, recovery knows what to undo.
+   */
+  #journalAhead(request: ValidRequest, planned: PlannedRow[], origin: Origin): { replay?: Injection[] } {
+    const { body, runner } = request
     if (body.id) {
-      const replay = this.#replay(body.id, requestHash)
-      if (replay) return { created: false, injections: replay }
+      const replay = this.#replay(body.id, request.requestHash)
+      if (replay) return { replay }
     }
+    const rows = planned.map((p) => p.row)
     for (const r of rows) {
       const clash = this.#journal.get(r.id)
       if (clash) {
         throw new FaultlineError('FAULTLINE_ERR_ID_CONFLICT', `injection id "${r.id}" already belongs to request "${clash.requestId}"; choose another id`)
       }
-      if (kind.exclusive) this.#checkExclusive(kind.kind, r.resolved)
+      if (runner.exclusive) this.#checkExclusive(runner.kind, r.resolved)
     }
     const wanted = new Map<string, string>()
     for (const r of rows) {
@@ -239,28 +272,32 @@ export class Injector {
     }
     this.#journal.insertPending(rows)
     for (const [claim, id] of wanted) this.#claims.set(claim, id)
-    this.#log.info({ requestId, kind: kind.kind, targets: rows.map((r) => r.targetKey), who: origin.who }, 'injection journaled')
-    crashPoint('after-journal')
+    this.#log.info({ requestId: rows[0]?.requestId, kind: runner.kind, targets: rows.map((r) => r.targetKey), who: origin.who }, 'injection journaled')
+    return {}
+  }
 
+  /**
+   * Step 4: applies target after target. All or nothing: when one fails, what the request
+   * already applied is taken back (a target that vanished meanwhile is not a failure of the
+   * others); a shutdown that begins half-way leaves the rest unapplied.
+   */
+  async #applyAll(planned: PlannedRow[]): Promise<Injection[]> {
+    const rows = planned.map((p) => p.row)
     let fatal: unknown
     const gone: FaultlineError[] = []
-    for (const row of rows) {
-      if (this.#closing) {
-        this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_SHUTTING_DOWN', message: 'not applied: the agent began shutting down' })
+    for (const { row, planned: target } of planned) {
+      if (this.#closing || fatal !== undefined) {
+        const [code, message, reason]: [ErrorCode, string, UpdateReason] = this.#closing
+          ? ['FAULTLINE_ERR_SHUTTING_DOWN', 'not applied: the agent began shutting down', 'shutdown']
+          : ['FAULTLINE_ERR_APPLY_FAILED', 'not applied: another target of the same request failed', 'rollback']
+        this.#journal.markFailed(row.id, { code, message })
         this.#journal.markUndone(row.id)
         this.#releaseClaims(row.id)
-        this.#changed(row.id, 'shutdown')
-        continue
-      }
-      if (fatal !== undefined) {
-        this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'not applied: another target of the same request failed' })
-        this.#journal.markUndone(row.id)
-        this.#releaseClaims(row.id)
-        this.#changed(row.id, 'rollback')
+        this.#changed(row.id, reason)
         continue
       }
       try {
-        await this.#applyOne(row, kind)
+        await this.#applyOne(row, target)
       } catch (err) {
         if (isFaultlineError(err) && err.code === 'FAULTLINE_ERR_TARGET_GONE') gone.push(err)
         else fatal = err
@@ -268,21 +305,10 @@ export class Injector {
     }
 
     if (fatal !== undefined) {
-      // All or nothing: take back what this request already applied.
-      for (const row of rows) {
-        const current = this.#journal.get(row.id)
-        if (current?.needsUndo) {
-          if (current.status !== 'failed') {
-            this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'rolled back: another target of the same request failed' })
-            this.#changed(row.id, 'rollback')
-          }
-          await this.#undo(row.id, 'rollback').catch(() => undefined)
-        }
-      }
+      await this.#rollBack(rows)
       const injections = rows.map((r) => this.get(r.id))
-      const message = fatal instanceof Error ? fatal.message : String(fatal)
       if (isFaultlineError(fatal)) throw new FaultlineError(fatal.code, fatal.message, { injections })
-      throw new FaultlineError('FAULTLINE_ERR_APPLY_FAILED', message, { injections })
+      throw new FaultlineError('FAULTLINE_ERR_APPLY_FAILED', errorMessage(fatal), { injections })
     }
     if (gone.length === rows.length) {
       throw new FaultlineError('FAULTLINE_ERR_TARGET_GONE', gone[0]!.message, { injections: rows.map((r) => this.get(r.id)) })
@@ -291,10 +317,23 @@ export class Injector {
       const current = this.#journal.get(row.id)
       if (current?.status === 'active') this.#deadlines.set(row.id, current.expiresAt)
     }
-    return { created: true, injections: rows.map((r) => this.get(r.id)) }
+    return rows.map((r) => this.get(r.id))
   }
 
-  async #applyOne(row: NewJournalRow, kind: FaultKind): Promise<void> {
+  /** Takes back what a failed request already applied to its other targets. */
+  async #rollBack(rows: NewJournalRow[]): Promise<void> {
+    for (const row of rows) {
+      const current = this.#journal.get(row.id)
+      if (!current?.needsUndo) continue
+      if (current.status !== 'failed') {
+        this.#journal.markFailed(row.id, { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'rolled back: another target of the same request failed' })
+        this.#changed(row.id, 'rollback')
+      }
+      await this.#undo(row.id, 'rollback').catch(() => undefined)
+    }
+  }
+
+  async #applyOne(row: NewJournalRow, target: PlannedTarget): Promise<void> {
     const log = this.#log.child({ injectionId: row.id, kind: row.kind, target: row.targetKey })
     await this.#lock.run(row.targetKey, async () => {
       // A halt or DELETE may have recovered this injection while earlier targets of the same
@@ -304,7 +343,7 @@ export class Injector {
       this.#changed(row.id, 'apply')
       const started = performance.now()
       try {
-        const state = await kind.apply(row.plan as never, {
+        const state = await target.apply({
           log,
           paths: this.#opts.paths,
           expiresAt: row.expiresAt,
@@ -462,10 +501,9 @@ export class Injector {
     }
     const started = performance.now()
     try {
-      const kind = getFaultKind(row.kind)
-      if (!kind) throw new Error(`this agent does not know fault kind "${row.kind}" (was the journal written by a newer agent?)`)
-      if (!Value.Check(kind.stateSchema, row.state)) throw new Error(`journal state of ${id} does not match the ${row.kind} state schema`)
-      const outcome = await kind.recover(row.state as never, { log, paths: this.#opts.paths })
+      const runner = runnerNamed(row.kind)
+      if (!runner) throw new Error(`this agent does not know fault kind "${row.kind}" (was the journal written by a newer agent?)`)
+      const outcome = await runner.recover(row.state, { log, paths: this.#opts.paths })
       if (outcome.note) this.#journal.addNote(id, outcome.note)
       if (wasFailed) {
         this.#journal.markUndone(id)
@@ -501,15 +539,6 @@ export class Injector {
     const { failed } = await this.recoverAll('shutdown')
     if (failed.length > 0) this.#log.error({ failed }, 'some injections could not be recovered at shutdown; they will be recovered at next start')
   }
-}
-
-function newId(): string {
-  // 10 characters of base32 (Crockford alphabet, lower case): short enough to type.
-  const alphabet = '0123456789abcdefghjkmnpqrstvwxyz'
-  const bytes = randomBytes(10)
-  let id = ''
-  for (const b of bytes) id += alphabet[b & 31]
-  return id
 }
 
 function hashRequest(body: CreateInjectionBody): string {

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { Capabilities } from '../../protocol/capabilities.js'
 import { isFaultlineError, type ErrorCode } from '../../protocol/errors.js'
-import type { Injection } from '../../protocol/injection.js'
+import { isOpenStatus, type Injection, type UpdateReason } from '../../protocol/injection.js'
 import { decodeServerMessage } from '../../protocol/link-codec.js'
 import {
   LINK_PROTOCOL_VERSION,
@@ -12,7 +12,7 @@ import {
   type ServerMessage,
 } from '../../protocol/link.js'
 import type { ResolvedTarget } from '../../protocol/target.js'
-import type { Injector, Origin, UpdateReason } from '../lifecycle/injector.js'
+import type { Injector, Origin } from '../lifecycle/injector.js'
 import { forgetCredential, loadCredential, saveCredential, type LinkCredential } from './credential.js'
 import { GuardSet } from './guards.js'
 import { LeaseWatch } from './lease.js'
@@ -44,7 +44,6 @@ export type LinkState = 'stopped' | 'connecting' | 'handshake' | 'ready' | 'wait
 /** Largest number of injection updates kept for (re)delivery after a reconnect. */
 const OUTBOX_LIMIT = 5_000
 const OUTBOX_TTL_MS = 3_600_000
-const OPEN = new Set(['pending', 'applying', 'active', 'recovering'])
 const WELCOME_TIMEOUT_MS = 10_000
 
 /**
@@ -324,7 +323,7 @@ export class AgentLink {
     const origin: Origin = { who: 'server', address: new URL(this.url).host, lease: true, ...(message.runId ? { runId: message.runId } : {}) }
     try {
       const { injections } = await this.#opts.injector.create({ ...message.body, id: message.body.id ?? message.requestId }, origin)
-      if (message.runId && message.guards && message.guards.length > 0 && injections.some((i) => OPEN.has(i.status))) {
+      if (message.runId && message.guards && message.guards.length > 0 && injections.some((i) => isOpenStatus(i.status))) {
         this.#startGuards(message.runId, message.guards)
       }
       return { ...base, injections }
@@ -427,7 +426,7 @@ export class AgentLink {
       ...(origin.runId ? { runId: origin.runId } : {}),
       ...(detail ? { detail: detail.slice(0, 4096) } : {}),
     }
-    const terminal = !OPEN.has(injection.status)
+    const terminal = !isOpenStatus(injection.status)
     if (terminal) this.#details.delete(injection.id)
     this.#outbox.delete(injection.id)
     this.#outbox.set(injection.id, { message: update, at: Date.now(), terminal })

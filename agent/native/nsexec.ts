@@ -1,5 +1,4 @@
 import { accessSync, closeSync, constants as fsConstants, openSync, readSync } from 'node:fs'
-import { join } from 'node:path'
 import { FaultlineError } from '../../protocol/errors.js'
 import { nativePath } from './paths.js'
 

@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs'
-import { nsexecArgv } from '../native/nsexec.js'
 import type { ResolvedTarget } from '../../protocol/target.js'
+import { procPath, type HostPaths } from '../host-paths.js'
+import { nsexecArgv } from '../native/nsexec.js'
 
 /**
  * A network namespace to run tools in: the agent's own ("host"), or one named by a path whose
@@ -9,7 +10,7 @@ import type { ResolvedTarget } from '../../protocol/target.js'
  */
 export type NetnsRef = { kind: 'host'; inode: number } | { kind: 'path'; path: string; inode: number }
 
-export function netnsOf(target: ResolvedTarget): NetnsRef {
+export function netnsOf(target: ResolvedTarget, paths: Pick<HostPaths, 'procRoot'>): NetnsRef {
   switch (target.type) {
     case 'host':
       return { kind: 'host', inode: target.netnsInode }
@@ -18,7 +19,7 @@ export function netnsOf(target: ResolvedTarget): NetnsRef {
     case 'container':
       // The container's init holds its network namespace; the inode recorded at resolution
       // tells a restarted container (new namespace) from the one we faulted.
-      return { kind: 'path', path: `/proc/${target.initPid}/ns/net`, inode: target.netnsInode }
+      return { kind: 'path', path: procPath(paths, target.initPid, 'ns', 'net'), inode: target.netnsInode }
     case 'process':
       throw new Error('network faults act on host, netns or container targets')
   }

@@ -1,7 +1,7 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { tokensEqual } from '../../common/tokens.js'
 import { FaultlineError } from '../../protocol/errors.js'
 
 export interface AuthOptions {
@@ -19,13 +19,6 @@ declare module 'fastify' {
 }
 
 const OPEN_ROUTES = new Set(['/healthz'])
-
-/** Constant-time comparison: both sides are hashed first so their lengths never leak either. */
-export function tokensEqual(presented: string, expected: string): boolean {
-  const a = createHash('sha256').update(presented).digest()
-  const b = createHash('sha256').update(expected).digest()
-  return timingSafeEqual(a, b)
-}
 
 function certSubject(req: FastifyRequest): string | undefined {
   const socket = req.raw.socket as Partial<TLSSocket>

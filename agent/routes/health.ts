@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Registry } from 'prom-client'
 import { Type } from 'typebox'
-import { AGENT_VERSION } from '../version.js'
+import { FAULTLINE_VERSION } from '../../common/version.js'
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ registry: Registry }> = async (app, { registry }) => {
   app.get(
@@ -12,7 +12,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ registry: Registry }> = a
         response: { 200: Type.Object({ status: Type.Literal('ok'), version: Type.String(), pid: Type.Integer() }) },
       },
     },
-    async () => ({ status: 'ok' as const, version: AGENT_VERSION, pid: process.pid }),
+    async () => ({ status: 'ok' as const, version: FAULTLINE_VERSION, pid: process.pid }),
   )
 
   app.get('/metrics', { schema: { summary: 'Prometheus metrics', hide: false } }, async (_req, reply) => {

@@ -8,25 +8,10 @@ import {
   InjectionSchema,
   InjectionStatusSchema,
 } from '../../protocol/injection.js'
-import { FaultlineError } from '../../protocol/errors.js'
-import { targetTypes } from '../../protocol/target.js'
-import { faultKindNames, getFaultKind } from '../faults/registry.js'
+import { explainUnknownNames } from '../../protocol/explain.js'
 import type { Injector } from '../lifecycle/injector.js'
 
 const errors = { '4xx': ErrorBodySchema, '5xx': ErrorBodySchema }
-/** Names an unknown kind or target type plainly, instead of the union's "must match a schema in anyOf". */
-async function explainUnknownNames(req: { body: unknown }): Promise<void> {
-  const body = req.body as { fault?: { kind?: unknown }; target?: { type?: unknown } } | null
-  if (!body || typeof body !== 'object') return
-  const kind = body.fault && typeof body.fault === 'object' ? body.fault.kind : undefined
-  if (typeof kind === 'string' && !getFaultKind(kind)) {
-    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown fault kind ${JSON.stringify(kind.slice(0, 40))}; this agent knows: ${faultKindNames.join(', ')}`)
-  }
-  const type = body.target && typeof body.target === 'object' ? body.target.type : undefined
-  if (typeof type === 'string' && !(targetTypes as readonly string[]).includes(type)) {
-    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown target type ${JSON.stringify(type.slice(0, 40))}; this agent knows: ${targetTypes.join(', ')}`)
-  }
-}
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 80 }) })
 
@@ -44,7 +29,7 @@ export const injectionRoutes: FastifyPluginAsyncTypebox<{ injector: Injector }> 
         body: CreateInjectionBodySchema,
         response: { 200: CreateInjectionReplySchema, 201: CreateInjectionReplySchema, ...errors },
       },
-      preValidation: explainUnknownNames,
+      preValidation: async (req) => explainUnknownNames(req.body, 'agent'),
     },
     async (req, reply) => {
       const { created, injections } = await injector.create(req.body, { who: req.who, address: req.ip })

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
-import { mergeConfigFile } from '../../agent/config.js'
-import type { AgentConfig } from '../../agent/config.js'
+import { mergeConfigFile } from '../../common/config.js'
+import type { AgentConfig } from '../../agent/main.js'
 
 const examples = `
 Examples:

@@ -1,55 +1,13 @@
 import { Command, Option } from 'commander'
 import { readFileSync } from 'node:fs'
 import type { Experiment } from '../../protocol/experiment.js'
+import { roles } from '../../protocol/roles.js'
+import type { AgentView, ApiTokenView, ExperimentView, HaltResult, NewApiToken, RunRecordView, RunView } from '../../protocol/views.js'
 import { AgentClient } from '../client.js'
 import { bold, clock, dim, green, red, relative, table, yellow } from '../format.js'
 import { printJson, wantsJson } from './client-options.js'
 
 /** Commands against the Faultline server: experiments, runs, halt, agents, tokens. */
-
-interface RunRecord {
-  agent: string
-  target: string
-  injectionId: string
-  status: string
-  reason: string
-  error: { code: string; message: string } | null
-  updatedAt: string
-}
-interface RunView {
-  id: string
-  experiment: string
-  status: string
-  trigger: string
-  startedBy: string
-  startedAt: string
-  endedAt?: string
-  abortRequestedAt?: string
-  selection: { matched: number; connected: number; chosen: number; mode: string }
-  duration: string
-  records: RunRecord[]
-}
-interface ExperimentView {
-  name: string
-  spec: Experiment
-  updatedAt: string
-  updatedBy: string
-  nextRunAt?: string
-  lastRun?: { id: string; status: string; startedAt: string; endedAt?: string }
-}
-interface AgentView {
-  id: string
-  hostname: string
-  labels: Record<string, string>
-  version: string
-  connected: boolean
-  lastSeen?: string
-  address?: string
-  kinds: string[]
-  targets: number
-  open: number
-  invalidMessages: number
-}
 
 export function withServerOptions(cmd: Command): Command {
   return cmd
@@ -85,8 +43,6 @@ async function withServer<T>(cmd: Command, work: (client: AgentClient) => Promis
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
 function recordColor(status: string): string {
   if (status === 'active' || status === 'sent') return yellow(status)
   if (status === 'recovered') return green(status)
@@ -121,7 +77,7 @@ function describeSelector(target: Experiment['target']): string {
   return detail ? `${String(type)} ${detail}` : String(type)
 }
 
-export function recordsTable(records: RunRecord[]): string {
+export function recordsTable(records: RunRecordView[]): string {
   if (records.length === 0) return dim('no hosts')
   const rows = [['AGENT', 'TARGET', 'STATUS', 'REASON', 'INJECTION', 'ERROR'].map(bold)]
   for (const r of records) rows.push([r.agent, r.target || dim('-'), recordColor(r.status), r.reason || dim('-'), r.injectionId || dim('-'), r.error ? red(r.error.message.slice(0, 100)) : ''])
@@ -364,7 +320,7 @@ For this host's agent alone, use "faultline recover --all".`,
       await withServer(
         cmd,
         async (client) => {
-          const { body } = await client.call<{ agents: { agent: string; ok: boolean; error?: string }[]; offline: string[]; runs: string[] }>('POST', '/v1/halt')
+          const { body } = await client.call<HaltResult>('POST', '/v1/halt')
           if (wantsJson(cmd)) return printJson(body)
           for (const a of body.agents) console.log(a.ok ? `${green('✓')} ${a.agent} recovered everything` : `${red('✗')} ${a.agent}: ${a.error ?? 'failed'}`)
           for (const id of body.offline) console.log(`${yellow('…')} ${id} offline: recovers through its lease`)
@@ -422,12 +378,12 @@ export function tokensCommand(): Command {
   const create = withServerOptions(new Command('create'))
     .description('create an API token (admin); its secret is printed once')
     .requiredOption('--name <name>', 'who or what uses it (appears in the audit log)')
-    .addOption(new Option('--role <role>', 'what it may do').choices(['viewer', 'operator', 'admin']).makeOptionMandatory())
+    .addOption(new Option('--role <role>', 'what it may do').choices([...roles]).makeOptionMandatory())
     .addHelpText('after', '\nExample:\n  faultline tokens create --name ci --role operator > ci-token && chmod 600 ci-token')
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (client) => {
         const o = cmd.opts<{ name: string; role: string }>()
-        const { body } = await client.call<{ id: string; name: string; role: string; token: string }>('POST', '/v1/tokens', { name: o.name, role: o.role })
+        const { body } = await client.call<NewApiToken>('POST', '/v1/tokens', { name: o.name, role: o.role })
         if (wantsJson(cmd)) return printJson(body)
         console.log(body.token)
         process.stderr.write(dim(`token ${body.id} (${body.name}, ${body.role}) created; this is the only time its secret is shown\n`))
@@ -437,7 +393,7 @@ export function tokensCommand(): Command {
     .description('list API tokens (admin), never their secrets')
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (client) => {
-        const { body } = await client.call<{ tokens: { id: string; name: string; role: string; createdAt: string; createdBy: string; lastUsedAt?: string }[] }>('GET', '/v1/tokens')
+        const { body } = await client.call<{ tokens: ApiTokenView[] }>('GET', '/v1/tokens')
         if (wantsJson(cmd)) return printJson(body)
         const rows = [['ID', 'NAME', 'ROLE', 'CREATED', 'BY', 'LAST USED'].map(bold)]
         for (const t of body.tokens) rows.push([t.id, t.name, t.role, relative(t.createdAt), t.createdBy, t.lastUsedAt ? relative(t.lastUsedAt) : dim('never')])

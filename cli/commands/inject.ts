@@ -1,14 +1,11 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { faultKinds } from '../../agent/faults/registry.js'
-import type { FaultKind } from '../../agent/faults/types.js'
 import { formatDuration } from '../../protocol/duration.js'
-import type { Injection } from '../../protocol/injection.js'
+import { faultSpecs, type FaultSpecDefinition } from '../../protocol/faults/index.js'
+import { isOpenStatus, type Injection } from '../../protocol/injection.js'
 import { describeTarget, parseTargetShorthand } from '../../protocol/target.js'
 import type { AgentClient } from '../client.js'
 import { clock, dim, green, injectionDetails, red, yellow } from '../format.js'
 import { clientFrom, printJson, wantsJson, withClientOptions } from './client-options.js'
-
-const OPEN = new Set(['pending', 'applying', 'active', 'recovering'])
 
 const targetHelp =
   'host | process:<pid> | process:name=<comm> | process:cmdline=<regex> | netns:<name> | container:<id prefix> | container:name=<name> | container:labels=<k=v,...> | container:image=<ref>'
@@ -25,7 +22,7 @@ interface JsonSchemaLike {
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
 
 /** Flags for a kind's parameters, derived from its spec schema: no kind is named in the CLI. */
-function kindOptions(kind: FaultKind): Option[] {
+function kindOptions(kind: FaultSpecDefinition): Option[] {
   const schema = kind.specSchema as unknown as { properties: Record<string, JsonSchemaLike>; required?: string[] }
   const options: Option[] = []
   for (const [name, prop] of Object.entries(schema.properties)) {
@@ -88,40 +85,17 @@ const exampleTargets: Record<string, string[]> = {
   host: ['host'],
 }
 
-/** Example values for required parameters whose schema gives none ("kind.name" first, then "name"). */
-const exampleValues: Record<string, string> = {
-  'disk-fill.path': '/var/lib/app',
-  path: '/etc/app/app.conf',
-  percent: '30',
-  latency: '100ms',
-  size: '256MiB',
-  mode: '000',
-  pattern: 'listen 80',
-  replacement: 'listen 81',
-}
-
-/** Kinds that need one of several parameters (the schema cannot say which): the one examples use. */
-const exampleChoices: Record<string, string> = {
-  'disk-fill': ' --percent 90',
-  'file-append': " --text 'garbage'",
-  'file-corrupt': ' --count 16',
-}
-
 /**
- * Examples that work as written: only target types the kind accepts, and its required
- * parameters with the first example (or choice) its schema gives.
+ * Examples that work as written: only target types the kind accepts, and the parameters of the
+ * spec's own example (protocol/faults/<kind>.ts), which a test posts to the agent's schema.
  */
-function kindExamples(kind: FaultKind): string {
-  const schema = kind.specSchema as unknown as { properties: Record<string, JsonSchemaLike & { examples?: unknown[] }>; required?: string[] }
-  const required = (schema.required ?? [])
-    .filter((name) => name !== 'kind')
-    .map((name) => {
-      const prop = schema.properties[name]!
-      const example = prop.examples?.[0] ?? prop.enum?.[0] ?? exampleValues[`${kind.kind}.${name}`] ?? exampleValues[name]
-      const text = Array.isArray(example) ? example.join(',') : typeof example === 'object' && example !== null ? Object.entries(example).map(([k, v]) => `${k}=${String(v)}`).join(',') : String(example ?? '<value>')
+function kindExamples(kind: FaultSpecDefinition): string {
+  const required = Object.entries(kind.example as Record<string, unknown>)
+    .map(([name, example]) => {
+      const text = Array.isArray(example) ? example.join(',') : typeof example === 'object' && example !== null ? Object.entries(example).map(([k, v]) => `${k}=${String(v)}`).join(',') : String(example)
       return ` --${kebab(name)} ${/^[\w.,:=%/+-]+$/.test(text) ? text : `'${text}'`}`
     })
-    .join('') + (exampleChoices[kind.kind] ?? '')
+    .join('')
   const targets = kind.targets.flatMap((type) => exampleTargets[type] ?? []).slice(0, 3)
   const durations = ['30s', '5m --detach', '1m --dry-run']
   const lines = targets.map((target, i) => `  faultline inject ${kind.kind} --target ${target}${required} --duration ${durations[i]}`)
@@ -132,7 +106,7 @@ ${lines.join('\n')}
 Without --detach the command waits, shows the time left, and Ctrl-C recovers the fault at once.`
 }
 
-function kindCommand(kind: FaultKind): Command {
+function kindCommand(kind: FaultSpecDefinition): Command {
   const cmd = withClientOptions(new Command(kind.kind))
     .description(kind.summary)
     .requiredOption('-t, --target <target>', targetHelp)
@@ -153,13 +127,13 @@ function kindCommand(kind: FaultKind): Command {
 export function injectCommand(): Command {
   const inject = new Command('inject')
     .description('inject a fault through the agent and wait until it is recovered')
-    .addHelpText('after', `\nFault kinds:\n${faultKinds.map((k) => `  ${k.kind.padEnd(16)} ${k.summary}`).join('\n')}\n\nRun "faultline inject <kind> --help" for a kind's parameters.`)
-  for (const kind of faultKinds) inject.addCommand(kindCommand(kind as unknown as FaultKind))
+    .addHelpText('after', `\nFault kinds:\n${faultSpecs.map((k) => `  ${k.kind.padEnd(16)} ${k.summary}`).join('\n')}\n\nRun "faultline inject <kind> --help" for a kind's parameters.`)
+  for (const kind of faultSpecs) inject.addCommand(kindCommand(kind))
   return inject
 }
 
 /** The POST /v1/injections body a kind's command line asks for. */
-export function requestFromOptions(kind: FaultKind, opts: Record<string, unknown>) {
+export function requestFromOptions(kind: FaultSpecDefinition, opts: Record<string, unknown>) {
   const schema = kind.specSchema as unknown as { properties: Record<string, unknown> }
   const fault: Record<string, unknown> = { kind: kind.kind }
   for (const name of Object.keys(schema.properties)) {
@@ -175,7 +149,7 @@ export function requestFromOptions(kind: FaultKind, opts: Record<string, unknown
   }
 }
 
-async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
+async function injectAction(kind: FaultSpecDefinition, cmd: Command): Promise<void> {
   const opts = cmd.opts<Record<string, unknown>>()
   const json = wantsJson(cmd)
   const body = requestFromOptions(kind, opts)
@@ -193,7 +167,7 @@ async function injectAction(kind: FaultKind, cmd: Command): Promise<void> {
     }
     if (json) printJson(injections)
     else for (const i of injections) console.log(startLine(i))
-    const open = injections.filter((i) => OPEN.has(i.status))
+    const open = injections.filter((i) => isOpenStatus(i.status))
     if ((opts.detach && !sigint.interrupted) || open.length === 0) return
     const final = await waitForRecovery(client, open, json, sigint)
     if (json) printJson(final)
@@ -270,7 +244,7 @@ async function waitForRecovery(client: AgentClient, open: Injection[], json: boo
   const settleBy = Date.now() + 60_000
   for (;;) {
     const current = await Promise.all(open.map((i) => client.call<Injection>('GET', `/v1/injections/${encodeURIComponent(i.id)}`).then((r) => r.body)))
-    if (current.every((i) => !OPEN.has(i.status)) || Date.now() > settleBy) {
+    if (current.every((i) => !isOpenStatus(i.status)) || Date.now() > settleBy) {
       if (!json) for (const i of current) console.log(endLine(i, 'at its deadline'))
       if (current.some((i) => i.status !== 'recovered')) process.exitCode = 1
       return current

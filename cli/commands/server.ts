@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander'
-import { mergeConfigFile } from '../../agent/config.js'
+import { mergeConfigFile } from '../../common/config.js'
 import type { ServerConfig } from '../../server/config.js'
 
 const examples = `

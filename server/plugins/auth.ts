@@ -2,8 +2,8 @@ import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { FaultlineError } from '../../protocol/errors.js'
-import { tokensEqual } from '../../agent/plugins/auth.js'
-import { roleAllows, type Role } from '../roles.js'
+import { tokensEqual } from '../../common/tokens.js'
+import { roleAllows, type Role } from '../../protocol/roles.js'
 import type { Store } from '../store.js'
 
 export interface ServerAuthOptions {

@@ -1,22 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { randomBytes } from 'node:crypto'
+import { newSecret } from '../../common/tokens.js'
 import { Type } from 'typebox'
-import { FaultlineError } from '../../protocol/errors.js'
+import { ErrorResponses as errors, FaultlineError } from '../../protocol/errors.js'
 import type { ServerContext } from '../context.js'
-import { newRunId } from '../runs.js'
-import { errors, RoleSchema } from '../schemas.js'
-
-const TokenSchema = Type.Object(
-  {
-    id: Type.String(),
-    name: Type.String(),
-    role: RoleSchema,
-    createdAt: Type.String({ format: 'date-time' }),
-    createdBy: Type.String(),
-    lastUsedAt: Type.Optional(Type.String({ format: 'date-time' })),
-  },
-  { title: 'ApiToken' },
-)
+import { newId } from '../../protocol/id.js'
+import { ApiTokenSchema as TokenSchema, AuditEntrySchema, FleetEventSchema, RoleSchema } from '../../protocol/views.js'
 
 const Cursor = Type.Object(
   {
@@ -45,8 +33,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
       },
     },
     async (req, reply) => {
-      const token = `flt_${randomBytes(32).toString('base64url')}`
-      const row = store.insertToken(newRunId(), req.body.name, req.body.role, token, req.who)
+      const token = newSecret('flt_')
+      const row = store.insertToken(newId(), req.body.name, req.body.role, token, req.who)
       ctx.event('token.created', `API token ${row.name} (${row.role}) created by ${req.who}`)
       reply.status(201)
       return { id: row.id, name: row.name, role: row.role, createdAt: iso(row.createdAt), createdBy: row.createdBy, token }
@@ -85,20 +73,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
         querystring: Cursor,
         response: {
           200: Type.Object({
-            entries: Type.Array(
-              Type.Object({
-                id: Type.Integer(),
-                at: Type.String({ format: 'date-time' }),
-                who: Type.String(),
-                role: Type.String(),
-                method: Type.String(),
-                route: Type.String(),
-                url: Type.String(),
-                status: Type.Integer(),
-                outcome: Type.String({ description: 'ok, error, unauthenticated or forbidden' }),
-                source: Type.String({ description: 'The caller address' }),
-              }),
-            ),
+            entries: Type.Array(AuditEntrySchema),
           }),
           ...errors,
         },
@@ -118,17 +93,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
         querystring: Cursor,
         response: {
           200: Type.Object({
-            events: Type.Array(
-              Type.Object({
-                id: Type.Integer(),
-                at: Type.String({ format: 'date-time' }),
-                type: Type.String(),
-                agentId: Type.Optional(Type.String()),
-                runId: Type.Optional(Type.String()),
-                message: Type.String(),
-                data: Type.Optional(Type.Unknown()),
-              }),
-            ),
+            events: Type.Array(FleetEventSchema),
           }),
           ...errors,
         },

@@ -1,43 +1,15 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { parseDuration } from '../../protocol/duration.js'
-import { FaultlineError } from '../../protocol/errors.js'
+import { ErrorResponses as errors, FaultlineError } from '../../protocol/errors.js'
 import { ExperimentSchema, type Experiment } from '../../protocol/experiment.js'
-import { faultKindNames, getFaultKind } from '../../agent/faults/registry.js'
-import { targetTypes } from '../../protocol/target.js'
+import { explainUnknownNames } from '../../protocol/explain.js'
 import type { ServerContext } from '../context.js'
 import { checkSchedule } from '../scheduler.js'
-import { errors, RunSummarySchema } from '../schemas.js'
+import { ExperimentViewSchema, type ExperimentView } from '../../protocol/views.js'
 import type { ExperimentRow } from '../store.js'
 
 const NameParams = Type.Object({ name: Type.String({ maxLength: 63 }) })
-
-const ExperimentViewSchema = Type.Object(
-  {
-    name: Type.String(),
-    spec: Type.Unknown({ description: 'The experiment as applied (after defaults)' }),
-    createdAt: Type.String({ format: 'date-time' }),
-    updatedAt: Type.String({ format: 'date-time' }),
-    updatedBy: Type.String(),
-    nextRunAt: Type.Optional(Type.String({ format: 'date-time', description: 'Next scheduled run' })),
-    lastRun: Type.Optional(RunSummarySchema),
-  },
-  { title: 'ExperimentView' },
-)
-
-/** Names an unknown fault kind or target type plainly instead of the union's "must match a schema in anyOf". */
-async function explainUnknownNames(req: { body: unknown }): Promise<void> {
-  const body = req.body as { fault?: { kind?: unknown }; target?: { type?: unknown } } | null
-  if (!body || typeof body !== 'object') return
-  const kind = body.fault && typeof body.fault === 'object' ? body.fault.kind : undefined
-  if (typeof kind === 'string' && !getFaultKind(kind)) {
-    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown fault kind ${JSON.stringify(kind.slice(0, 40))}; known: ${faultKindNames.join(', ')}`)
-  }
-  const type = body.target && typeof body.target === 'object' ? body.target.type : undefined
-  if (typeof type === 'string' && !(targetTypes as readonly string[]).includes(type)) {
-    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown target type ${JSON.stringify(type.slice(0, 40))}; known: ${targetTypes.join(', ')}`)
-  }
-}
 
 /** What the schema cannot say: durations that parse, guard intervals, a usable cron expression. */
 function checkExperiment(spec: Experiment): void {
@@ -84,7 +56,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }>
         body: ExperimentSchema,
         response: { 200: ExperimentViewSchema, 201: ExperimentViewSchema, ...errors },
       },
-      preValidation: explainUnknownNames,
+      preValidation: async (req) => explainUnknownNames(req.body, 'server'),
     },
     async (req, reply) => {
       const spec = req.body

@@ -1,35 +1,10 @@
 import type {} from '@fastify/websocket'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { FaultlineError } from '../../protocol/errors.js'
+import { ErrorResponses as errors, FaultlineError } from '../../protocol/errors.js'
 import type { ServerContext } from '../context.js'
 import type { LinkIdentity } from '../hub.js'
-import { errors } from '../schemas.js'
-
-const AgentViewSchema = Type.Object(
-  {
-    id: Type.String(),
-    hostname: Type.String(),
-    labels: Type.Record(Type.String(), Type.String()),
-    version: Type.String(),
-    connected: Type.Boolean(),
-    connectedAt: Type.Optional(Type.String({ format: 'date-time' })),
-    address: Type.Optional(Type.String()),
-    lastSeen: Type.Optional(Type.String({ format: 'date-time' })),
-    enrolledAt: Type.String({ format: 'date-time' }),
-    kinds: Type.Array(Type.String(), { description: 'Fault kinds available on the host' }),
-    targets: Type.Integer({ description: 'Containers and named network namespaces the agent reported' }),
-    open: Type.Integer({ description: 'Server injections open on the agent' }),
-    invalidMessages: Type.Integer({ description: 'Invalid link messages on the current connection' }),
-  },
-  { title: 'Agent' },
-)
-
-const HaltSchema = Type.Object({
-  agents: Type.Array(Type.Object({ agent: Type.String(), ok: Type.Boolean(), error: Type.Optional(Type.String()) })),
-  offline: Type.Array(Type.String(), { description: 'Known agents not connected: they recover through their lease' }),
-  runs: Type.Array(Type.String(), { description: 'Runs aborted' }),
-})
+import { AgentViewSchema, HaltResultSchema } from '../../protocol/views.js'
 
 export const fleetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = async (app, { ctx }) => {
   const { store, hub, runs } = ctx
@@ -101,7 +76,7 @@ export const fleetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
       schema: {
         summary: 'Halt everything: every connected agent recovers every injection now; running runs are aborted',
         description: 'Answers once every connected agent acknowledged (or failed to). Offline agents recover through their lease.',
-        response: { 200: HaltSchema, ...errors },
+        response: { 200: HaltResultSchema, ...errors },
       },
     },
     async (req) => runs.halt(req.who),

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { ServerContext } from '../context.js'
-import { errors, RunSchema, RunSummarySchema } from '../schemas.js'
+import { ErrorResponses as errors } from '../../protocol/errors.js'
+import { RunSchema, RunSummarySchema } from '../../protocol/views.js'
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
 

@@ -1,3 +1,4 @@
+import { diskFillSpec } from '../../../protocol/faults/disk-fill.js'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, fstatSync, fsyncSync, statfsSync, unlinkSync } from 'node:fs'
@@ -24,7 +25,7 @@ import {
   type FileRoot,
 } from '../shared/files.js'
 import { defineFault } from '../types.js'
-import { SIZE_OR_PERCENT_PATTERN, SIZE_PATTERN, formatBytes, parseSize, parseSizeOrPercent } from './size.js'
+import { formatBytes, parseSize, parseSizeOrPercent } from '../../../protocol/units.js'
 
 /** Default reserve: the smaller of 1 % of the filesystem and 64 MiB. */
 export const DEFAULT_RESERVE_PERCENT = 1
@@ -117,22 +118,7 @@ function plannedState({ root, dir, name, tempName, bytes, reserveBytes, force }:
  * unlinks that name if it still holds the inode the injection made; a file already there that
  * is not ours is never touched.
  */
-export const diskFill = defineFault({
-  kind: 'disk-fill',
-  summary: 'Fill a filesystem to a size or a Use% with one fallocated file; recovery removes it',
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('disk-fill'),
-      path: Type.String({ minLength: 1, maxLength: 4096, pattern: '^/', description: 'A directory on the filesystem to fill (inside the container for container targets); the fill file goes in it' }),
-      size: Type.Optional(Type.String({ pattern: SIZE_PATTERN, maxLength: 32, description: 'How much to allocate: 512MiB, 2GiB, 1.5G (K/M/G/T and KiB..TiB are 1024-based, KB..TB 1000-based)' })),
-      percent: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 100, description: "Fill until the filesystem is this full, as df's Use% counts: used / (used + available)" })),
-      reserve: Type.Optional(
-        Type.String({ pattern: SIZE_OR_PERCENT_PATTERN, maxLength: 32, description: 'Free space the fill must leave, as a size or a % of the filesystem (default: the smaller of 1% and 64MiB)' }),
-      ),
-      force: Type.Optional(Type.Boolean({ description: 'Ignore the reserve and allow /proc, /sys, /dev (e.g. /dev/shm)' })),
-    },
-    { additionalProperties: false, title: 'disk-fill' },
-  ),
+export const diskFill = defineFault(diskFillSpec, {
   planSchema: Type.Object({
     ...StateFields,
     path: Type.String({ description: 'The fill file, as the target sees it' }),
@@ -142,8 +128,6 @@ export const diskFill = defineFault({
     steps: Type.Array(PlanStepSchema),
   }),
   stateSchema: StateSchema,
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
   requires: ['openat2'],
   exclusive: false,
 

@@ -1,10 +1,10 @@
+import { fileAppendSpec } from '../../../protocol/faults/file-append.js'
 import { closeSync, constants as fsConstants, fstatSync, ftruncateSync, fsyncSync } from 'node:fs'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   FilePlanFields,
-  FileSpecFields,
   FileStateFields,
   fileKindCommon,
   applyWithBackup,
@@ -78,18 +78,7 @@ function cutAppended(appended: { data: string; length: number }): ContentRestore
   }
 }
 
-export const fileAppend = defineFault({
-  kind: 'file-append',
-  summary: 'Append text or bytes to a file; recovery cuts exactly them out (or restores the backup)',
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('file-append'),
-      ...FileSpecFields,
-      text: Type.Optional(Type.String({ minLength: 1, maxLength: 32768, description: 'Text to append (UTF-8); include "\\n" yourself' })),
-      base64: Type.Optional(Type.String({ minLength: 1, maxLength: 43692, pattern: '^[A-Za-z0-9+/]+={0,2}$', description: 'Bytes to append, base64 (at most 32 KiB)' })),
-    },
-    { additionalProperties: false, title: 'file-append' },
-  ),
+export const fileAppend = defineFault(fileAppendSpec, {
   planSchema: Type.Object({ ...FilePlanFields, appended: Type.Object(AppendedFields), offset: Type.Integer(), steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object({ ...FileStateFields, appended: Type.Object(AppendedFields) }),
   ...fileKindCommon,

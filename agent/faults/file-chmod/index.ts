@@ -1,10 +1,10 @@
+import { fileChmodSpec } from '../../../protocol/faults/file-chmod.js'
 import { chmodSync } from 'node:fs'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   FilePlanFields,
-  FileSpecFields,
   FileStateFields,
   fileKindCommon,
   currentFile,
@@ -26,17 +26,7 @@ const SET_ID_BITS = 0o6000
  * before the change; nothing else is touched, so no content backup is needed. Recovery sets the
  * original mode on whatever regular file is at the path by then.
  */
-export const fileChmod = defineFault({
-  kind: 'file-chmod',
-  summary: "Change a file's permission bits (e.g. 000); recovery restores the original mode",
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('file-chmod'),
-      ...FileSpecFields,
-      mode: Type.String({ pattern: '^[0-7]{3,4}$', description: 'New permission bits in octal: 000, 0444, 1777 (set-uid and set-gid are refused)' }),
-    },
-    { additionalProperties: false, title: 'file-chmod' },
-  ),
+export const fileChmod = defineFault(fileChmodSpec, {
   planSchema: Type.Object({ ...FilePlanFields, mode: Type.Integer(), steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(FileStateFields),
   ...fileKindCommon,

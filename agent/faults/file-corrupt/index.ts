@@ -1,3 +1,4 @@
+import { fileCorruptSpec } from '../../../protocol/faults/file-corrupt.js'
 import { randomInt } from 'node:crypto'
 import { fsyncSync } from 'node:fs'
 import { Type } from 'typebox'
@@ -5,7 +6,6 @@ import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   FilePlanFields,
-  FileSpecFields,
   FileStateFields,
   fileKindCommon,
   applyWithBackup,
@@ -21,7 +21,6 @@ import {
 import { hashFd, readAt, writeAll } from '../shared/files.js'
 import { defineFault } from '../types.js'
 
-export const MAX_CORRUPT_BYTES = 1024
 
 /** mulberry32: a small seeded generator, so a seed names exactly one set of positions and values. */
 export function seededRandom(seed: number): () => number {
@@ -83,20 +82,7 @@ interface CorruptFacts extends FileFacts {
   seed: number
 }
 
-export const fileCorrupt = defineFault({
-  kind: 'file-corrupt',
-  summary: 'Overwrite bytes of a file at given offsets, or N random ones from a seed; recovery restores it',
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('file-corrupt'),
-      ...FileSpecFields,
-      offsets: Type.Optional(Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1, maxItems: MAX_CORRUPT_BYTES, description: 'Byte offsets to overwrite' })),
-      value: Type.Optional(Type.Integer({ minimum: 0, maximum: 255, description: 'With offsets: the byte to write there (default: each byte inverted)' })),
-      count: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_CORRUPT_BYTES, description: 'Instead of offsets: corrupt this many bytes at random offsets' })),
-      seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 4294967295, description: 'With count: the seed (default: a new one, shown in the plan; pass it again to get the same bytes)' })),
-    },
-    { additionalProperties: false, title: 'file-corrupt' },
-  ),
+export const fileCorrupt = defineFault(fileCorruptSpec, {
   planSchema: Type.Object({
     ...FilePlanFields,
     seed: Type.Optional(Type.Integer()),

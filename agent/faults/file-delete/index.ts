@@ -1,3 +1,4 @@
+import { fileDeleteSpec } from '../../../protocol/faults/file-delete.js'
 import { closeSync, constants as fsConstants, fstatSync, renameSync, rmSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { Type } from 'typebox'
@@ -5,10 +6,8 @@ import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   FilePlanFields,
-  FileSpecFields,
   FileStateFields,
   fileKindCommon,
-  backupStep,
   currentFile,
   filePlanBase,
   gatherFile,
@@ -42,10 +41,7 @@ const isCrossDevice = (err: unknown) => (err as NodeJS.ErrnoException).code === 
  * the same mount (the very inode is kept, and put back), else a copy and an unlink. Recovery puts
  * it back; a file someone created at the path meanwhile is replaced by the original.
  */
-export const fileDelete = defineFault({
-  kind: 'file-delete',
-  summary: 'Remove a file (moved aside into the backup dir); recovery puts it back byte-identical',
-  specSchema: Type.Object({ kind: Type.Literal('file-delete'), ...FileSpecFields }, { additionalProperties: false, title: 'file-delete' }),
+export const fileDelete = defineFault(fileDeleteSpec, {
   planSchema: Type.Object({ ...FilePlanFields, steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(FileStateFields),
   ...fileKindCommon,

@@ -1,10 +1,10 @@
+import { fileReplaceSpec } from '../../../protocol/faults/file-replace.js'
 import { createRequire } from 'node:module'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import {
   FilePlanFields,
-  FileSpecFields,
   FileStateFields,
   fileKindCommon,
   applyWithBackup,
@@ -122,21 +122,7 @@ export function replaceIn(content: Buffer, spec: ReplaceSpec): Replacement {
 
 const clip = (s: string) => JSON.stringify(s.length > 80 ? `${s.slice(0, 80)}…` : s)
 
-export const fileReplace = defineFault({
-  kind: 'file-replace',
-  summary: 'Replace a pattern in a file (literal or regex); recovery restores the original',
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('file-replace'),
-      ...FileSpecFields,
-      pattern: Type.String({ minLength: 1, maxLength: 4096, description: 'What to replace: literal text (matched on the bytes), or a regular expression with regex: true' }),
-      replacement: Type.String({ maxLength: 32768, description: 'What to put instead (may be empty). With regex: $1, $<name>, $& and $$ as in JavaScript' }),
-      regex: Type.Optional(Type.Boolean({ description: 'pattern is a JavaScript regular expression (the file must be UTF-8)' })),
-      ignoreCase: Type.Optional(Type.Boolean({ description: 'Match regardless of case (the file must be UTF-8)' })),
-      limit: Type.Optional(Type.Integer({ minimum: 1, description: 'Replace at most this many matches, from the start (default: all)' })),
-    },
-    { additionalProperties: false, title: 'file-replace' },
-  ),
+export const fileReplace = defineFault(fileReplaceSpec, {
   planSchema: Type.Object({
     ...FilePlanFields,
     pattern: Type.String(),

@@ -95,7 +95,7 @@ async function chooseDevice(ns: NetnsRef, ip: string, peers: PeerFacts, links: s
 }
 
 export async function gatherBandwidth(spec: NetworkFilterSpec, target: ResolvedTarget, ctx: GatherContext): Promise<BandwidthFacts> {
-  const ns = netnsOf(target)
+  const ns = netnsOf(target, ctx.paths)
   requireSameNetns(ns)
   const tc = toolPath('tc')
   const ip = toolPath('ip')

@@ -1,19 +1,20 @@
 import { Type } from 'typebox'
 import type { FeatureMap, FeatureName } from '../../../protocol/capabilities.js'
 import { FaultlineError } from '../../../protocol/errors.js'
+import { networkBandwidthSpec } from '../../../protocol/faults/network-bandwidth.js'
 import { PlanStepSchema, type PlanStep } from '../../../protocol/plan.js'
 import { describeNetns, inNetns, netnsOf } from '../../net/netns.js'
-import { DeviceField, DirectionField, NetnsRefSchema, NetworkFilterFields } from '../shared/network.js'
+import { NetnsRefSchema } from '../shared/network.js'
 import { defineFault } from '../types.js'
 import { applyOps, gatherBandwidth, recoverOwned, type BandwidthFacts } from './host.js'
 import { buildOps, describeResource, ifbName, isFiltered, OpSchema, removeArgv, ResourceSchema, u32Filters, type U32Filter } from './tc.js'
-import { formatRate, LATENCY_PATTERN, RATE_PATTERN, shapingFor, SIZE_PATTERN } from './units.js'
+import { formatRate, shapingFor } from './units.js'
 
 // Bandwidth slows a device down but cuts no link, so it has no control-channel exemption (issue
 // 3 scopes that to partition, loss, delay and reject): SSH and the agent's link share the shaped
 // rate. An exemption would need htb on every egress (tbf is classless) and a pass filter ahead
 // of the ingress redirect; to leave traffic unshaped today, narrow the fault with peers/ports.
-const { protectControlChannel: _noExemption, device: _device, ...FilterFields } = NetworkFilterFields
+// (The spec, protocol/faults/network-bandwidth.ts, has no protectControlChannel field.)
 
 const Tools = { netns: NetnsRefSchema, tc: Type.String(), ip: Type.String() }
 
@@ -50,35 +51,7 @@ function allocatePrios(filters: U32Filter[], used: number[]): Partial<Record<U32
  * hook. With peers/ports/protocol, egress uses htb: matching packets go to a shaped class,
  * everything else takes htb's direct path, unshaped.
  */
-export const networkBandwidth = defineFault({
-  kind: 'network-bandwidth',
-  summary: 'Limit bandwidth on a device: tbf (egress), IFB + mirred + tbf (ingress), htb for peers/ports',
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('network-bandwidth'),
-      rate: Type.String({
-        pattern: RATE_PATTERN,
-        maxLength: 24,
-        description: 'Rate in bits per second: bit, kbit, mbit, gbit (1000-based, as tc), e.g. "1mbit", "500kbit"; 8kbit..100gbit. tc\'s bps/kbps (bytes per second) are not accepted',
-        examples: ['1mbit', '500kbit', '10mbit'],
-      }),
-      burst: Type.Optional(
-        Type.String({ pattern: SIZE_PATTERN, maxLength: 16, description: 'Token bucket size in bytes (b, kb, mb; 1024-based, as tc). Default max(10 ms of traffic, 2 frames)' }),
-      ),
-      limit: Type.Optional(
-        Type.String({ pattern: SIZE_PATTERN, maxLength: 16, description: 'Queue size in bytes; packets beyond it are dropped. Default burst + max(100 ms of traffic, 8 frames). Not with latency' }),
-      ),
-      latency: Type.Optional(
-        Type.String({ pattern: LATENCY_PATTERN, maxLength: 16, description: 'Longest a packet may wait in the queue (us, ms, s): limit = burst + rate × latency. Not with limit' }),
-      ),
-      direction: DirectionField('egress'),
-      device: Type.Optional(
-        Type.String({ pattern: (DeviceField as unknown as { pattern: string }).pattern, description: 'Interface to shape. Default: the device of the route to the peers, or of the default route' }),
-      ),
-      ...FilterFields,
-    },
-    { additionalProperties: false, title: 'network-bandwidth' },
-  ),
+export const networkBandwidth = defineFault(networkBandwidthSpec, {
   planSchema: Type.Object({
     injectionId: Type.String(),
     ...Tools,
@@ -94,8 +67,6 @@ export const networkBandwidth = defineFault({
     claims: Type.Array(Type.String()),
   }),
   stateSchema: Type.Object({ ...Tools, owned: Type.Array(ResourceSchema) }),
-  recoverable: true,
-  targets: ['host', 'netns', 'container'],
   requires: ['tool:tc', 'tool:ip', 'qdisc:tbf'],
   exclusive: false,
 
@@ -103,7 +74,7 @@ export const networkBandwidth = defineFault({
 
   plan(spec, target, ctx) {
     const facts = ctx.facts
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     const where = describeNetns(ns)
     const { device } = facts
     const direction = spec.direction ?? 'egress'

@@ -1,17 +1,13 @@
 import { FaultlineError } from '../../../protocol/errors.js'
+import { LATENCY_PATTERN, RATE_PATTERN } from '../../../protocol/faults/network-bandwidth.js'
+import { parseSize } from '../../../protocol/units.js'
 
 /**
- * Rates, sizes and latencies of network-bandwidth: our own small grammars (schema patterns plus
- * parsers), normalised to integers before anything reaches tc, so the plan shows exact numbers
- * and tc never has to guess.
- *
- * Rates are bits per second with tc's decimal bit units. tc's "bps"/"kbps" units mean BYTES per
- * second, which users routinely read as bits: the pattern recognises them only so that the parser
- * can refuse them with a message saying so, rather than "1mbps" silently becoming 8 Mbit/s.
+ * Rates and latencies of network-bandwidth (their patterns are in the spec,
+ * protocol/faults/network-bandwidth.ts; sizes are protocol/units.ts's one grammar), normalised
+ * to integers before anything reaches tc, so the plan shows exact numbers and tc never has to
+ * guess.
  */
-export const RATE_PATTERN = '^(0|[1-9][0-9]{0,11})(\\.[0-9]{1,6})?([kKmMgG])?(bit|bps)$'
-export const SIZE_PATTERN = '^[1-9][0-9]{0,9}(b|kb|mb)?$'
-export const LATENCY_PATTERN = '^[1-9][0-9]{0,5}(us|ms|s)$'
 
 export const MIN_RATE_BPS = 8_000
 export const MAX_RATE_BPS = 100_000_000_000
@@ -49,15 +45,6 @@ export function formatRate(bps: number): string {
     if (bps % mult === 0) return `${bps / mult}${unit}bit`
   }
   return `${bps}bit`
-}
-
-const sizeUnits: Record<string, number> = { '': 1, b: 1, kb: 1024, mb: 1024 * 1024 }
-
-/** "32kb" -> 32768 bytes; kb and mb are 1024-based, as in tc. */
-export function parseSize(text: string, what: string): number {
-  const m = new RegExp(SIZE_PATTERN).exec(text)
-  if (!m) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `${what} "${text}" is not a size: write bytes with b, kb or mb, e.g. "32kb"`)
-  return Number(m[0].replace(/[a-z]+$/, '')) * sizeUnits[m[1] ?? '']!
 }
 
 const latencyUnitsUs: Record<string, number> = { us: 1, ms: 1_000, s: 1_000_000 }

@@ -1,7 +1,8 @@
 import { Type, type Static } from 'typebox'
 import type { FeatureMap } from '../../../protocol/capabilities.js'
-import { DURATION_PATTERN, parseDuration } from '../../../protocol/duration.js'
+import { parseDuration } from '../../../protocol/duration.js'
 import { FaultlineError } from '../../../protocol/errors.js'
+import { networkDelaySpec } from '../../../protocol/faults/network-delay.js'
 import { PlanStepSchema, type PlanStep } from '../../../protocol/plan.js'
 import type { ResolvedTarget } from '../../../protocol/target.js'
 import { run } from '../../exec.js'
@@ -19,9 +20,7 @@ import {
   type NetemFacts,
 } from '../shared/netem.js'
 import {
-  DirectionField,
   NetnsRefSchema,
-  NetworkFilterFields,
   protectedTcpPorts,
   requireSameNetns,
   resolvePeers,
@@ -61,25 +60,7 @@ const LAST_QUEUE = 65535
 /** Stands for the injection's deadline in the planned helper argv until apply knows it. */
 export const DEADLINE_ARG = '<deadline: expiresAt in seconds since the epoch>'
 
-const DelayDuration = (description: string) => Type.String({ pattern: DURATION_PATTERN, maxLength: 32, description })
-
-const SpecSchema = Type.Object(
-  {
-    kind: Type.Literal('network-delay'),
-    latency: DelayDuration('Added delay, e.g. "100ms" (1ms to 1m)'),
-    jitter: Type.Optional(DelayDuration('Random variation, uniform in latency ± jitter (at most latency)')),
-    correlation: Type.Optional(
-      Type.Number({ minimum: 0, maximum: 100, description: "Percent by which each packet's jitter depends on the previous one's (needs jitter)" }),
-    ),
-    direction: DirectionField('egress'),
-    mechanism: Type.Optional(
-      Type.Enum(['auto', 'netem', 'nfqueue'], { description: 'Default auto: netem for egress where the kernel has sch_netem, NFQUEUE otherwise' }),
-    ),
-    ...NetworkFilterFields,
-  },
-  { additionalProperties: false, title: 'network-delay' },
-)
-type Spec = Static<typeof SpecSchema>
+type Spec = Static<typeof networkDelaySpec.specSchema>
 
 export type Mechanism = 'netem' | 'nfqueue'
 
@@ -341,14 +322,9 @@ async function recoverNfqueue(state: State, procRoot: string): Promise<{ note?: 
   return notes.length > 0 ? { note: notes.join('; ') } : {}
 }
 
-export const networkDelay = defineFault({
-  kind: 'network-delay',
-  summary: 'Delay matching packets by latency ± jitter (netem; NFQUEUE + faultline-netdelay where netem is missing or for ingress)',
-  specSchema: SpecSchema,
+export const networkDelay = defineFault(networkDelaySpec, {
   planSchema: PlanSchema,
   stateSchema: StateSchema,
-  recoverable: true,
-  targets: ['host', 'netns', 'container'],
   requires: [],
   unavailableReason(features) {
     const netem = netemUnusable(features, { protectControlChannel: false })
@@ -360,7 +336,7 @@ export const networkDelay = defineFault({
   async gather(spec, target: ResolvedTarget, ctx): Promise<DelayFacts> {
     delayParams(spec)
     const mechanism = chooseMechanism(spec, ctx.features)
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     const peers = await resolvePeers(spec.peers)
     const ports = protectedTcpPorts(spec, target, ctx.control)
     if (mechanism === 'netem') return { mechanism, netem: await gatherNetem(ns, spec, peers, ports) }
@@ -373,7 +349,7 @@ export const networkDelay = defineFault({
 
   plan(spec, target, ctx): Plan {
     const d = delayParams(spec)
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     const mechanism = chooseMechanism(spec, ctx.features)
     if (mechanism !== ctx.facts.mechanism) throw new Error(`gathered facts for ${ctx.facts.mechanism}, but the plan needs ${mechanism}`)
     if (ctx.facts.mechanism === 'nfqueue') return planNfqueue(spec, ns, ctx.injectionId, ctx.facts.nfqueue, d)

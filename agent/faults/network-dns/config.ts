@@ -1,9 +1,10 @@
 // What the agent tells the fake resolver, and the name matching both sides share. No imports
-// beyond node: this module is loaded by the resolver process too, which should start fast.
+// beyond node and the import-free name grammar of the spec: this module is loaded by the
+// resolver process too, which should start fast.
 import { createHash } from 'node:crypto'
+import { DNS_NAME_PATTERN, type DnsMode } from '../../../protocol/faults/dns-names.js'
 
-export const dnsModes = ['nxdomain', 'servfail', 'timeout', 'override'] as const
-export type DnsMode = (typeof dnsModes)[number]
+export type { DnsMode } from '../../../protocol/faults/dns-names.js'
 
 /** How the resolver answers: everything it needs to decide about one query. */
 export interface AnswerRules {
@@ -30,10 +31,7 @@ export interface ResolverConfig extends AnswerRules {
   table: string
 }
 
-const label = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
-/** A DNS name, optionally "*." in front (every name below it), optionally with a trailing dot. */
-export const namePatternSource = `^(?:\\*\\.)?(?:${label}\\.)*${label}\\.?$`
-const namePatternRe = new RegExp(namePatternSource)
+const namePatternRe = new RegExp(DNS_NAME_PATTERN)
 
 export function isNamePattern(text: string): boolean {
   return text.length <= 255 && namePatternRe.test(text)

@@ -1,3 +1,4 @@
+import { networkDnsSpec } from '../../../protocol/faults/network-dns.js'
 import { existsSync, readFileSync } from 'node:fs'
 import { randomInt } from 'node:crypto'
 import ipaddr from 'ipaddr.js'
@@ -19,9 +20,7 @@ import {
 import { defineFault } from '../types.js'
 import {
   conntrackZone,
-  dnsModes,
   isNamePattern,
-  namePatternSource,
   normalizeName,
   resolverGid,
   type AnswerRules,
@@ -43,40 +42,7 @@ const PORT_RANGE = { min: 20_000, max: 32_767 }
  */
 const NAT_PRIORITY = -101
 
-const DomainPattern = Type.String({ pattern: namePatternSource, maxLength: 255 })
-
-const specSchema = Type.Object(
-  {
-    kind: Type.Literal('network-dns'),
-    mode: Type.Enum(dnsModes, {
-      description: 'nxdomain | servfail | timeout (no answer at all) | override (answer A/AAAA queries with records)',
-    }),
-    domains: Type.Optional(
-      Type.Array(DomainPattern, {
-        minItems: 1,
-        maxItems: 64,
-        uniqueItems: true,
-        description: 'Names the fault covers: exact names, or "*.example.com" for every name below example.com. Default: every name. Not with override (records name the names).',
-      }),
-    ),
-    records: Type.Optional(
-      Type.Record(Type.String(), Type.String(), {
-        minProperties: 1,
-        maxProperties: 64,
-        description: 'override: name (or "*.suffix") -> IPv4 address (answers A queries) or IPv6 address (answers AAAA queries); other query types of these names get an empty NOERROR answer',
-      }),
-    ),
-    ttl: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: 'override: TTL of the answers in seconds, default 0 (nobody caches them beyond the fault)' })),
-    upstream: Type.Optional(
-      Type.String({
-        maxLength: 45,
-        description: "IP address of the resolver names the fault does not cover are forwarded to (port 53); not a loopback forwarder. Default: the first nameserver of the target's resolv.conf (/etc/netns/<name>/resolv.conf for a named netns when it exists, else /etc/resolv.conf; behind systemd-resolved's 127.0.0.53, the stub's first upstream)",
-      }),
-    ),
-  },
-  { additionalProperties: false, title: 'network-dns' },
-)
-type DnsSpec = Static<typeof specSchema>
+type DnsSpec = Static<typeof networkDnsSpec.specSchema>
 
 const ProcessRefSchema = Type.Object({ pid: Type.Integer(), startTime: Type.Integer() })
 const UndoFields = { netns: NetnsRefSchema, nft: Type.String(), table: Type.String() }
@@ -217,10 +183,7 @@ export function buildDnsTable(o: { table: string; port: number; gid: number; zon
  *   first packet after apply starts a new (redirected) entry, and the first packet after recovery
  *   falls back to the default zone, where no redirected entry exists.
  */
-export const networkDns = defineFault({
-  kind: 'network-dns',
-  summary: "Make the target's DNS lookups fail (NXDOMAIN, SERVFAIL, timeout) or answer with other addresses (redirect to a resolver the agent runs)",
-  specSchema,
+export const networkDns = defineFault(networkDnsSpec, {
   planSchema: Type.Object({
     ...UndoFields,
     script: Type.String(),
@@ -234,14 +197,12 @@ export const networkDns = defineFault({
     claims: Type.Array(Type.String()),
   }),
   stateSchema: Type.Object({ ...UndoFields, resolver: Type.Optional(ProcessRefSchema) }),
-  recoverable: true,
-  targets: ['host', 'netns', 'container'],
   requires: ['tool:nft', 'nft:tables', 'nft:redirect'],
   exclusive: false,
 
   async gather(spec, target, ctx): Promise<DnsFacts> {
     answerRules(spec)
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     requireSameNetns(ns)
     let upstream: { upstream: string; source: string }
     if (spec.upstream !== undefined) {
@@ -264,7 +225,7 @@ export const networkDns = defineFault({
 
   plan(spec, target, ctx) {
     const rules = answerRules(spec)
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     const { nft, port, upstream } = ctx.facts
     const table = ownTableName(ctx.injectionId)
     const gid = resolverGid(ctx.injectionId)

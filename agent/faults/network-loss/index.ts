@@ -1,10 +1,9 @@
+import { networkLossSpec } from '../../../protocol/faults/network-loss.js'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import { netnsOf, type NetnsRef } from '../../net/netns.js'
 import {
-  CorrelationField,
-  PercentField,
   applyTc,
   gatherNetem,
   netemMissing,
@@ -16,9 +15,7 @@ import {
   type NetemFacts,
 } from '../shared/netem.js'
 import {
-  DirectionField,
   NetnsRefSchema,
-  NetworkFilterFields,
   buildNftTable,
   createNftTable,
   deleteNftTable,
@@ -51,19 +48,7 @@ const MechanismFields = {
  * also honours `correlation`. Without it, or for ingress: nft `numgen random mod 10000 < N drop`
  * in a table the injection owns — exact to 0.01 %, uncorrelated.
  */
-export const networkLoss = defineFault({
-  kind: 'network-loss',
-  summary: 'Drop a percentage of matching packets (netem; nft numgen where netem is missing or for ingress)',
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('network-loss'),
-      percent: PercentField('drop'),
-      correlation: CorrelationField,
-      direction: DirectionField('egress'),
-      ...NetworkFilterFields,
-    },
-    { additionalProperties: false, title: 'network-loss' },
-  ),
+export const networkLoss = defineFault(networkLossSpec, {
   planSchema: Type.Object({
     ...MechanismFields,
     script: Type.Optional(Type.String()),
@@ -72,8 +57,6 @@ export const networkLoss = defineFault({
     claims: Type.Optional(Type.Array(Type.String())),
   }),
   stateSchema: Type.Object(MechanismFields),
-  recoverable: true,
-  targets: ['host', 'netns', 'container'],
   requires: [],
   unavailableReason(features) {
     if (features['tool:nft']?.available && features['nft:numgen']?.available) return undefined
@@ -91,11 +74,11 @@ export const networkLoss = defineFault({
     }
     const nft = await gatherNft(spec, target, ctx)
     if (!netem) return { mechanism: 'nft', nft }
-    return { mechanism: 'netem', netem: await gatherNetem(netnsOf(target), spec, nft.peers, nft.protectedTcpPorts) }
+    return { mechanism: 'netem', netem: await gatherNetem(netnsOf(target, ctx.paths), spec, nft.peers, nft.protectedTcpPorts) }
   },
 
   plan(spec, target, ctx) {
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     if (ctx.facts.mechanism === 'netem') {
       const f = ctx.facts.netem
       const tc = planNetem({

@@ -1,10 +1,9 @@
+import { networkPartitionSpec } from '../../../protocol/faults/network-partition.js'
 import { Type } from 'typebox'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import { netnsOf } from '../../net/netns.js'
 import {
-  DirectionField,
   NetnsRefSchema,
-  NetworkFilterFields,
   buildNftTable,
   createNftTable,
   deleteNftTable,
@@ -18,24 +17,16 @@ import { defineFault } from '../types.js'
 const TableFields = { netns: NetnsRefSchema, nft: Type.String(), table: Type.String() }
 
 /** Drops the filtered traffic in an nft table the injection owns. */
-export const networkPartition = defineFault({
-  kind: 'network-partition',
-  summary: 'Drop traffic to/from peers, ports or a device (nft table owned by the injection)',
-  specSchema: Type.Object(
-    { kind: Type.Literal('network-partition'), direction: DirectionField('both'), ...NetworkFilterFields },
-    { additionalProperties: false, title: 'network-partition' },
-  ),
+export const networkPartition = defineFault(networkPartitionSpec, {
   planSchema: Type.Object({ ...TableFields, script: Type.String(), steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(TableFields),
-  recoverable: true,
-  targets: ['host', 'netns', 'container'],
   requires: ['tool:nft', 'nft:tables'],
   exclusive: false,
 
   gather: (spec, target, ctx): Promise<NftFacts> => gatherNft(spec, target, ctx),
 
   plan(spec, target, ctx) {
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     const table = buildNftTable({
       table: ownTableName(ctx.injectionId),
       direction: spec.direction ?? 'both',

@@ -1,11 +1,10 @@
+import { networkRejectSpec } from '../../../protocol/faults/network-reject.js'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import { netnsOf } from '../../net/netns.js'
 import {
-  DirectionField,
   NetnsRefSchema,
-  NetworkFilterFields,
   buildNftTable,
   createNftTable,
   deleteNftTable,
@@ -22,29 +21,16 @@ const TableFields = { netns: NetnsRefSchema, nft: Type.String(), table: Type.Str
  * Refuses connections instead of dropping them: the caller sees ECONNREFUSED (tcp-reset) or an
  * ICMP port-unreachable at once, rather than a timeout.
  */
-export const networkReject = defineFault({
-  kind: 'network-reject',
-  summary: 'Refuse connections to ports with a TCP reset or ICMP port-unreachable (nft reject)',
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('network-reject'),
-      with: Type.Optional(Type.Enum(['tcp-reset', 'icmp-unreachable'], { description: 'Default tcp-reset (TCP only); icmp-unreachable works for TCP and UDP' })),
-      direction: DirectionField('both'),
-      ...NetworkFilterFields,
-    },
-    { additionalProperties: false, title: 'network-reject' },
-  ),
+export const networkReject = defineFault(networkRejectSpec, {
   planSchema: Type.Object({ ...TableFields, script: Type.String(), steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(TableFields),
-  recoverable: true,
-  targets: ['host', 'netns', 'container'],
   requires: ['tool:nft', 'nft:tables', 'nft:reject'],
   exclusive: false,
 
   gather: (spec, target, ctx): Promise<NftFacts> => gatherNft(spec, target, ctx),
 
   plan(spec, target, ctx) {
-    const ns = netnsOf(target)
+    const ns = netnsOf(target, ctx.paths)
     const how = spec.with ?? 'tcp-reset'
     if (how === 'tcp-reset' && spec.protocol && spec.protocol !== 'tcp') {
       throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `with: tcp-reset rejects TCP only; use protocol tcp, or with: icmp-unreachable for ${spec.protocol}`)

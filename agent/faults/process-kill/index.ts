@@ -1,29 +1,19 @@
 import { Type } from 'typebox'
+import { SignalSchema, processKillSpec } from '../../../protocol/faults/process-kill.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
-import { defineFault } from '../types.js'
 import { ExactProcessFields, describeProcess, requireProcess, signalAtApply } from '../shared/process.js'
-
-/** Signals that end or disturb a process. STOP/CONT belong to process-stop, which undoes itself. */
-export const killSignals = ['KILL', 'TERM', 'INT', 'HUP', 'QUIT', 'ABRT', 'USR1', 'USR2', 'ALRM', 'SEGV', 'BUS', 'PIPE'] as const
-const SignalSchema = Type.Enum(killSignals, { description: 'Signal name without the SIG prefix (default KILL)' })
+import { defineFault, noFacts } from '../types.js'
 
 /**
  * Sends a signal once, to a process or to a container's init. A killed process cannot be brought
  * back: recovery only records that.
  */
-export const processKill = defineFault({
-  kind: 'process-kill',
-  summary: "Send a signal (default KILL) to a process or a container's init; not recoverable",
-  specSchema: Type.Object(
-    { kind: Type.Literal('process-kill'), signal: Type.Optional(SignalSchema) },
-    { additionalProperties: false, title: 'process-kill' },
-  ),
+export const processKill = defineFault(processKillSpec, {
   planSchema: Type.Object({ ...ExactProcessFields, signal: SignalSchema, steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object({ ...ExactProcessFields, signal: SignalSchema, delivered: Type.Boolean() }),
-  recoverable: false,
-  targets: ['process', 'container'],
   requires: ['signals'],
   exclusive: false,
+  gather: noFacts,
 
   plan(spec, target) {
     // A container is signalled through its init (its pid 1): ending it ends the container.

@@ -1,3 +1,4 @@
+import { processStopSpec } from '../../../protocol/faults/process-stop.js'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
@@ -24,17 +25,9 @@ type StopFacts = { freezer: Freezer; state: string } | undefined
  * A process or container that was already stopped is refused: recovery would resume something
  * someone else stopped on purpose.
  */
-export const processStop = defineFault({
-  kind: 'process-stop',
-  summary: 'Stop a process (SIGSTOP) or freeze a container (cgroup freezer); recovery resumes it',
-  specSchema: Type.Object(
-    { kind: Type.Literal('process-stop') },
-    { additionalProperties: false, title: 'process-stop' },
-  ),
+export const processStop = defineFault(processStopSpec, {
   planSchema: Type.Object({ ...MechanismFields, steps: Type.Array(PlanStepSchema) }),
   stateSchema: Type.Object(MechanismFields),
-  recoverable: true,
-  targets: ['process', 'container'],
   requires: ['signals'],
   exclusive: true,
 

@@ -43,11 +43,6 @@ import {
  * journal before the change, and put back byte-identical at recovery.
  */
 
-export const FileSpecFields = {
-  path: Type.String({ minLength: 1, maxLength: 4096, pattern: '^/', description: 'The regular file (inside the container for container targets); a final symlink is refused' }),
-  force: Type.Optional(Type.Boolean({ description: 'Allow files under /proc, /sys, /dev and on kernel pseudo filesystems' })),
-}
-
 /** What every file fault's plan and state record. */
 export const FileStateFields = {
   root: FileRootSchema,
@@ -257,8 +252,6 @@ export async function withRecoverableRoot(
 
 /** What every file-* kind shares: recoverable, on the host, a process's or a container's root, through openat2. */
 export const fileKindCommon = {
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
   requires: ['openat2'],
   exclusive: false,
 } as const

@@ -1,7 +1,9 @@
-import { Type, type TLiteral, type TObject, type TProperties } from 'typebox'
+import { Type, type Static, type TObject } from 'typebox'
+import type { FaultSpecDefinition } from '../../../protocol/faults/define.js'
+import type { NetworkFilterSpec } from '../../../protocol/faults/fields.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
 import { netnsOf } from '../../net/netns.js'
-import { NetworkFilterFields, protectedTcpPorts, resolvePeers, type NetworkFilterSpec } from './network.js'
+import { protectedTcpPorts, resolvePeers } from './network.js'
 import {
   NetemPlanFields,
   applyTc,
@@ -16,56 +18,47 @@ import {
 } from './netem.js'
 import { defineFault } from '../types.js'
 
+/** What every netem-only spec carries: a percent and the network filters. */
+type NetemOnlySpec = { percent: number; correlation?: number } & NetworkFilterSpec
+
 /**
  * Kinds that only netem can do (corrupt, duplicate, reorder): egress on one device, refused
  * with the probe's reason on kernels without sch_netem.
  */
-export function netemOnlyKind<Kind extends string, Extra extends TProperties>(def: {
-  kind: Kind
-  summary: string
-  extra: Extra
-  netem: (spec: { percent: number; correlation?: number } & Record<string, unknown>) => NetemArgs
-}) {
-  const properties = { kind: Type.Literal(def.kind), ...def.extra, ...NetworkFilterFields }
-  const specSchema = Type.Object(properties, {
-    additionalProperties: false,
-    title: def.kind,
-    description: 'netem acts on egress (packets leaving the device)',
-  }) as unknown as TObject<{ kind: TLiteral<Kind> } & Extra & typeof NetworkFilterFields>
-  return defineFault({
-    kind: def.kind,
-    summary: def.summary,
-    specSchema,
+export function netemOnlyKind<Kind extends string, Spec extends TObject>(
+  spec: FaultSpecDefinition<Kind, Spec> & { example: unknown },
+  netem: (spec: Static<Spec> & NetemOnlySpec) => NetemArgs,
+) {
+  const filters = (s: Static<Spec>) => s as Static<Spec> & NetemOnlySpec
+  return defineFault(spec, {
     planSchema: Type.Object({ ...NetemPlanFields, steps: Type.Array(PlanStepSchema), claims: Type.Array(Type.String()) }),
     stateSchema: Type.Object({ netns: NetemPlanFields.netns, tcRecover: NetemPlanFields.tcRecover }),
-    recoverable: true,
-    targets: ['host', 'netns', 'container'],
     requires: ['tool:tc', 'qdisc:netem'],
     exclusive: false,
 
-    async gather(spec, target, ctx): Promise<NetemFacts> {
-      const filters = spec as NetworkFilterSpec
-      const peers = await resolvePeers(filters.peers)
-      return gatherNetem(netnsOf(target), filters, peers, protectedTcpPorts(filters, target, ctx.control))
+    async gather(s, target, ctx): Promise<NetemFacts> {
+      const f = filters(s)
+      const peers = await resolvePeers(f.peers)
+      return gatherNetem(netnsOf(target, ctx.paths), f, peers, protectedTcpPorts(f, target, ctx.control))
     },
 
-    plan(spec, target, ctx) {
-      const s = spec as unknown as { percent: number; ports?: number[]; localPorts?: number[]; protocol?: 'tcp' | 'udp' | 'icmp' | 'all' } & Record<string, unknown>
-      const ns = netnsOf(target)
-      const f = ctx.facts
+    plan(s, target, ctx) {
+      const f = filters(s)
+      const ns = netnsOf(target, ctx.paths)
+      const facts = ctx.facts
       const tc = planNetem({
         ns,
-        tc: f.tc,
-        device: f.device,
+        tc: facts.tc,
+        device: facts.device,
         handle: tcHandleFor(ctx.injectionId),
-        netem: def.netem(s),
-        peers: f.peers,
-        ports: s.ports,
-        localPorts: s.localPorts,
-        protocol: s.protocol ?? 'all',
-        protectedTcpPorts: f.protectedTcpPorts,
+        netem: netem(f),
+        peers: facts.peers,
+        ports: f.ports,
+        localPorts: f.localPorts,
+        protocol: f.protocol ?? 'all',
+        protectedTcpPorts: facts.protectedTcpPorts,
       })
-      return { netns: ns, device: f.device, tcApply: tc.apply, tcRecover: tc.recover, claims: [rootClaim(ns, f.device)], steps: netemSteps(tc, `${def.kind} on ${f.device}`) }
+      return { netns: ns, device: facts.device, tcApply: tc.apply, tcRecover: tc.recover, claims: [rootClaim(ns, facts.device)], steps: netemSteps(tc, `${spec.kind} on ${facts.device}`) }
     },
 
     undoFromPlan: (plan) => ({ netns: plan.netns, tcRecover: plan.tcRecover }),

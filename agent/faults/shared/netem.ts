@@ -16,13 +16,6 @@ import { failure, requireSameNetns, runInNetns, toolPath, type PeerFacts } from 
  * handle) is never replaced.
  */
 
-export const PercentField = (what: string) =>
-  Type.Number({ exclusiveMinimum: 0, maximum: 100, multipleOf: 0.01, description: `Percent of matching packets to ${what} (0.01 steps)` })
-
-export const CorrelationField = Type.Optional(
-  Type.Number({ minimum: 0, maximum: 100, description: 'netem correlation with the previous packet, percent (netem only)' }),
-)
-
 export interface NetemArgs {
   delay?: { latencyMs: number; jitterMs?: number; correlation?: number }
   loss?: { percent: number; correlation?: number }

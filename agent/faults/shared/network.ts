@@ -3,52 +3,13 @@ import { lookup } from 'node:dns/promises'
 import ipaddr from 'ipaddr.js'
 import { Type, type Static } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
+import type { Direction, NetworkFilterSpec } from '../../../protocol/faults/fields.js'
 import type { ResolvedTarget } from '../../../protocol/target.js'
+
+export type { Direction, NetworkFilterSpec } from '../../../protocol/faults/fields.js'
 import { findProgram, run, type RunResult } from '../../exec.js'
-import { inNetns, netnsOf, netnsStatus, describeNetns, type NetnsRef } from '../../net/netns.js'
+import { inNetns, netnsStatus, describeNetns, type NetnsRef } from '../../net/netns.js'
 import type { ControlChannel, GatherContext } from '../types.js'
-
-// ---- spec fields shared by the network kinds -------------------------------------------------
-
-const portList = (description: string) =>
-  Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { minItems: 1, maxItems: 64, uniqueItems: true, description })
-
-export const DeviceField = Type.String({
-  pattern: '^[A-Za-z0-9_.:@-]{1,15}$',
-  description: 'Interface name inside the target namespace',
-})
-
-/** Traffic filters: which packets the fault applies to. Empty filters mean all traffic. */
-export const NetworkFilterFields = {
-  device: Type.Optional(DeviceField),
-  peers: Type.Optional(
-    Type.Array(Type.String({ minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.:/_-]+$' }), {
-      minItems: 1,
-      maxItems: 64,
-      description: 'Remote addresses: CIDRs, IPs or hostnames (resolved and recorded at injection time)',
-    }),
-  ),
-  ports: Type.Optional(portList("Remote ports: the peer's service ports (destination when sending, source when receiving)")),
-  localPorts: Type.Optional(portList("Local ports: the target's own service ports (source when sending, destination when receiving)")),
-  protocol: Type.Optional(Type.Enum(['tcp', 'udp', 'icmp', 'all'], { description: 'Default all (tcp and udp when ports are given)' })),
-  protectControlChannel: Type.Optional(
-    Type.Boolean({ description: "Default true: SSH (tcp/22) and the agent's own API port are never affected. false opts out." }),
-  ),
-}
-
-export const DirectionField = (fallback: 'egress' | 'both') =>
-  Type.Optional(Type.Enum(['egress', 'ingress', 'both'], { description: `Default ${fallback}` }))
-
-export interface NetworkFilterSpec {
-  device?: string
-  peers?: string[]
-  ports?: number[]
-  localPorts?: number[]
-  protocol?: 'tcp' | 'udp' | 'icmp' | 'all'
-  protectControlChannel?: boolean
-}
-
-export type Direction = 'egress' | 'ingress' | 'both'
 
 // ---- facts gathered before planning ------------------------------------------------------------
 
@@ -129,8 +90,8 @@ export function toolPath(name: string): string {
 export function protectedTcpPorts(spec: NetworkFilterSpec, target: ResolvedTarget, control: ControlChannel): number[] {
   if (spec.protectControlChannel === false) return []
   const ports = new Set(control.tcpPorts)
-  const ns = netnsOf(target)
-  if (control.apiPort && ns.inode === control.agentNetnsInode) ports.add(control.apiPort)
+  const apiPort = control.apiPort?.()
+  if (apiPort !== undefined && target.type !== 'process' && target.netnsInode === control.agentNetnsInode) ports.add(apiPort)
   return [...ports].sort((a, b) => a - b)
 }
 

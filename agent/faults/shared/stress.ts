@@ -5,6 +5,7 @@ import { setPriority } from 'node:os'
 import { dirname, join } from 'node:path'
 import { Type, type Static, type TProperties } from 'typebox'
 import type { Feature, FeatureMap } from '../../../protocol/capabilities.js'
+import type { engines } from '../../../protocol/faults/fields.js'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema, type PlanStep } from '../../../protocol/plan.js'
 import { describeTarget, type ResolvedTarget } from '../../../protocol/target.js'
@@ -89,37 +90,8 @@ export async function probeStressHelper(): Promise<Feature> {
   return { available: false, detail: `${path} gate /bin/true failed: ${res.stderr.trim() || `exit ${res.code ?? res.signal}`}` }
 }
 
-// ---- spec fields ----------------------------------------------------------------------------
-
-export const engines = ['auto', 'stress-ng', 'builtin'] as const
-export const EngineField = Type.Optional(
-  Type.Enum(engines, {
-    description: 'auto (default): stress-ng when it is installed and can do what the spec asks, else the built-in burner (native/stress); stress-ng or builtin to choose',
-  }),
-)
+/** The engine a plan runs (the spec's "auto" resolved): stress-ng or the built-in burner. */
 export type Engine = Exclude<(typeof engines)[number], 'auto'>
-
-const SIZE = '[1-9][0-9]{0,15}(?:B|[KMGT](?:iB)?)?'
-export const SIZE_PATTERN = `^${SIZE}$`
-export const PERCENT_PATTERN = '^(?:100|[1-9][0-9]?)(?:\\.[0-9]{1,2})?%$'
-const units: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }
-
-/** "128MiB", "128M", "1GiB", "4096" -> bytes (binary units: K and KiB are both 1024). */
-export function parseSize(text: string, what: string): number {
-  const m = /^([1-9][0-9]{0,15})(B|([KMGT])(?:iB)?)?$/.exec(text)
-  if (!m) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `${what} "${text}" is not a size: write bytes, or a number with KiB, MiB, GiB or TiB, e.g. "128MiB"`)
-  const bytes = Number(m[1]) * units[m[3] ?? m[2] ?? '']!
-  if (!Number.isSafeInteger(bytes)) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `${what} "${text}" is too large`)
-  return bytes
-}
-
-/** 134217728 -> "128 MiB"; 1536 -> "1.5 KiB". */
-export function formatBytes(bytes: number): string {
-  for (const [unit, size] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
-    if (bytes >= size) return `${Math.round((bytes / size) * 100) / 100} ${unit}`
-  }
-  return `${bytes} B`
-}
 
 // ---- plan and state -------------------------------------------------------------------------
 
@@ -647,8 +619,6 @@ export function stressUnavailable(features: FeatureMap): string | undefined {
  */
 export const stressKindCommon = {
   stateSchema: StressStateSchema,
-  recoverable: true,
-  targets: ['host', 'process', 'container'],
   requires: ['helper:stress'],
   unavailableReason: stressUnavailable,
   exclusive: false,

@@ -1,7 +1,7 @@
+import { stressCpuSpec } from '../../../protocol/faults/stress-cpu.js'
 import { Type } from 'typebox'
 import {
   DEADLINE_ARG,
-  EngineField,
   SECONDS_LEFT_ARG,
   basePlan,
   cgroupClaim,
@@ -28,18 +28,7 @@ export const CPU_PERIOD_US = 100_000
  * shares its CPU quota and weight. stress-ng --cpu N --cpu-load P where stress-ng is installed,
  * else the built-in burner (native/stress), which meters its busy part in CPU time.
  */
-export const stressCpu = defineFault({
-  kind: 'stress-cpu',
-  summary: "Load the target's CPU by a percentage per worker, charged to the target's cgroups",
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('stress-cpu'),
-      load: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Load of each worker in percent of one CPU (default 100)' })),
-      workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, description: 'Number of workers (default 1): the total load is workers × load % of one CPU' })),
-      engine: EngineField,
-    },
-    { additionalProperties: false, title: 'stress-cpu' },
-  ),
+export const stressCpu = defineFault(stressCpuSpec, {
   planSchema: stressPlanSchema({
     load: Type.Integer(),
     workers: Type.Integer(),

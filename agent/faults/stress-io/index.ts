@@ -4,27 +4,23 @@ import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import {
   DEADLINE_ARG,
-  EngineField,
   SECONDS_LEFT_ARG,
-  SIZE_PATTERN,
   basePlan,
   cgroupClaim,
   chooseEngine,
-  formatBytes,
   gatherStress,
   gated,
-  parseSize,
   stressKindCommon,
   stressPlanSchema,
   stressSteps,
   type StressFacts,
 } from '../shared/stress.js'
 import { defineFault } from '../types.js'
+import { STRESS_IO_DEFAULT_BYTES as DEFAULT_BYTES, STRESS_IO_DEFAULT_PATH as DEFAULT_PATH, stressIoSpec } from '../../../protocol/faults/stress-io.js'
+import { formatBytes, parseSize } from '../../../protocol/units.js'
 
 /** Bytes per read or write call; `bytes` is rounded down to a multiple of it. */
 export const IO_BLOCK_BYTES = 1024 * 1024
-const DEFAULT_BYTES = '256MiB'
-const DEFAULT_PATH = '/var/tmp'
 /** Space left free on the file system besides the stressors' files. */
 const FREE_RESERVE_BYTES = 256 * 1024 * 1024
 
@@ -37,25 +33,7 @@ type IoFacts = StressFacts & { freeBytes: number }
  * would be written back later by a kernel thread, charged to no one in cgroup v1). The files
  * live in <path>/faultline-<id>, which recovery removes.
  */
-export const stressIo = defineFault({
-  kind: 'stress-io',
-  summary: "Read and/or write files with direct IO from the target's cgroups",
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('stress-io'),
-      workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: 'Number of workers, each with its own file (default 1)' })),
-      bytes: Type.Optional(Type.String({ pattern: SIZE_PATTERN, description: `Size of each worker's file, passed over again and again until the deadline (default ${DEFAULT_BYTES}; KiB, MiB, GiB: binary)` })),
-      mode: Type.Optional(Type.Enum(['write', 'read', 'readwrite'], { description: 'write (default): sequential writes; read: one pass of writes to fill the file, then sequential reads; readwrite: a write pass, then a read pass' })),
-      path: Type.Optional(
-        Type.String({
-          pattern: '^/[^\\u0000]{0,4000}$',
-          description: `Directory on the host (also for container targets) whose file system takes the IO (default ${DEFAULT_PATH}); the files go in <path>/faultline-<id>`,
-        }),
-      ),
-      engine: EngineField,
-    },
-    { additionalProperties: false, title: 'stress-io' },
-  ),
+export const stressIo = defineFault(stressIoSpec, {
   planSchema: stressPlanSchema({
     workers: Type.Integer(),
     bytes: Type.Integer(),

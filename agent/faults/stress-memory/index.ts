@@ -1,24 +1,22 @@
+import { stressMemorySpec } from '../../../protocol/faults/stress-memory.js'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import {
   DEADLINE_ARG,
-  EngineField,
   SECONDS_LEFT_ARG,
   basePlan,
   cgroupClaim,
   chooseEngine,
-  formatBytes,
   gatherStress,
   gated,
-  parseSize,
   stressKindCommon,
   stressPlanSchema,
   stressSteps,
   type StressFacts,
 } from '../shared/stress.js'
 import { defineFault } from '../types.js'
+import { formatBytes, parseSize } from '../../../protocol/units.js'
 
-const SIZE_OR_PERCENT = '^(?:[1-9][0-9]{0,15}(?:B|[KMGT](?:iB)?)?|(?:100|[1-9][0-9]?)(?:\\.[0-9]{1,2})?%)$'
 const MIN_BYTES = 4096
 
 /** "128MiB" -> bytes; "25%" -> 25 % of the limit that binds the target's memory cgroup, in whole pages. */
@@ -34,20 +32,7 @@ export function memoryRequest(size: string, limitBytes: number): number {
  * frees and re-allocates, so the usage does not swing. A size above the cgroup's limit makes the
  * kernel's OOM killer act in that cgroup, and the allocator (oom_score_adj 1000) is what it kills.
  */
-export const stressMemory = defineFault({
-  kind: 'stress-memory',
-  summary: "Hold a size (or a percentage of the target cgroup's memory limit) of memory in the target's memory cgroup, steady",
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('stress-memory'),
-      size: Type.String({
-        pattern: SIZE_OR_PERCENT,
-        description: 'Bytes with KiB, MiB, GiB or TiB (K, M, G, T: the same, binary), e.g. "128MiB"; or a percentage of the memory limit that binds the target\'s cgroup (the smallest of its own, its ancestors\' and the host RAM), e.g. "50%"',
-      }),
-      engine: EngineField,
-    },
-    { additionalProperties: false, title: 'stress-memory' },
-  ),
+export const stressMemory = defineFault(stressMemorySpec, {
   planSchema: stressPlanSchema({
     bytes: Type.Integer(),
     limitBytes: Type.Integer(),

@@ -10,9 +10,10 @@ import { readStat } from '../../targets/procfs.js'
 import { ExactProcessFields } from '../shared/process.js'
 import { defineFault } from '../types.js'
 import { TIMESKEW_HELPER, TimeskewHelperError, pristineVdso, vdsoFunctions } from './helper.js'
-import { OFFSET_PATTERN, clockMask, clockNames, formatOffset, functionsFor, offsetNanoseconds, parseOffset, type ClockName } from './offset.js'
+import { ClockField, RESCAN_INTERVAL_MS, clockNames, timeSkewSpec, type ClockName } from '../../../protocol/faults/time-skew.js'
+import { clockMask, formatOffset, functionsFor, offsetNanoseconds, parseOffset } from './offset.js'
 import { cgroupPids, containerCgroupDir, descendants, skewable } from './processes.js'
-import { RESCAN_INTERVAL_MS, startRescan, stopRescan } from './rescan.js'
+import { startRescan, stopRescan } from './rescan.js'
 import { ScopeSchema, SkewSession, StateSchema, restoreAll, type PatchedProcess, type Scope, type SkewState } from './skew.js'
 
 interface SkewFacts {
@@ -21,8 +22,6 @@ interface SkewFacts {
   processes: { pid: number; startTime: number; comm: string }[]
   cgroupDir?: string
 }
-
-const ClockField = Type.Enum(clockNames)
 
 const describeClocks = (clocks: readonly ClockName[]) =>
   clocks.map((c) => ({ realtime: 'CLOCK_REALTIME (and its coarse, alarm and TAI variants)', monotonic: 'CLOCK_MONOTONIC (raw, coarse)', boottime: 'CLOCK_BOOTTIME' })[c]).join(', ')
@@ -34,34 +33,7 @@ const describeClocks = (clocks: readonly ClockName[]) =>
  * addresses and patched pids are journaled before each patch, so recovery (also after a crash)
  * writes exactly those bytes back.
  */
-export const timeSkew = defineFault({
-  kind: 'time-skew',
-  summary: "Skew a process's or a container's clock by an offset (vDSO patch through ptrace); the host clock is untouched",
-  specSchema: Type.Object(
-    {
-      kind: Type.Literal('time-skew'),
-      offset: Type.String({
-        pattern: OFFSET_PATTERN,
-        maxLength: 33,
-        description: 'Signed offset added to the clocks: "-15m", "+2h", "30s" (no sign: forward); at most 50 years',
-        examples: ['-15m', '+2h', '30s'],
-      }),
-      clocks: Type.Optional(
-        Type.Array(ClockField, {
-          minItems: 1,
-          maxItems: 3,
-          uniqueItems: true,
-          description: 'Clocks to skew. Default ["realtime"] (wall-clock time: clock_gettime(CLOCK_REALTIME), gettimeofday, time)',
-        }),
-      ),
-      children: Type.Optional(
-        Type.Boolean({
-          description: `Default false. true: also every process under the target — its descendants now and those started later (looked for every ${RESCAN_INTERVAL_MS} ms while active); for a container, processes that join it later (docker exec)`,
-        }),
-      ),
-    },
-    { additionalProperties: false, title: 'time-skew' },
-  ),
+export const timeSkew = defineFault(timeSkewSpec, {
   planSchema: Type.Object({
     injectionId: Type.String(),
     offset: Type.String(),
@@ -76,8 +48,6 @@ export const timeSkew = defineFault({
     steps: Type.Array(PlanStepSchema),
   }),
   stateSchema: StateSchema,
-  recoverable: true,
-  targets: ['process', 'container'],
   requires: ['ptrace', 'helper:timeskew'],
   unavailableReason: () =>
     process.arch === 'x64' ? undefined : `time-skew patches the x86-64 vDSO (${TIMESKEW_HELPER}); this host is ${process.arch}, which it does not support`,

@@ -1,9 +1,7 @@
-import { DURATION_PATTERN, formatDuration, parseDuration } from '../../../protocol/duration.js'
+import { formatDuration, parseDuration } from '../../../protocol/duration.js'
 import { FaultlineError } from '../../../protocol/errors.js'
+import type { ClockName } from '../../../protocol/faults/time-skew.js'
 import type { VdsoFunction } from './helper.js'
-
-/** "-15m", "+2h", "30s" (no sign: forward): a sign, then a duration (protocol/duration.ts). */
-export const OFFSET_PATTERN = `^[+-]?${DURATION_PATTERN.slice(1)}`
 
 /** 50 years: keeps a backward realtime skew after 1970 and the offset in nanoseconds far from int64's edge. */
 export const MAX_OFFSET_MS = 50 * 365 * 86_400_000
@@ -28,9 +26,6 @@ export function parseOffset(text: string): number {
 export function formatOffset(ms: number): string {
   return `${ms < 0 ? '-' : '+'}${formatDuration(Math.abs(ms))}`
 }
-
-export const clockNames = ['realtime', 'monotonic', 'boottime'] as const
-export type ClockName = (typeof clockNames)[number]
 
 /**
  * The Linux clock ids each clock name stands for (include/uapi/linux/time.h). A skew of

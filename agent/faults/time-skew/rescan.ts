@@ -1,8 +1,6 @@
 import type { Logger } from 'pino'
+import { RESCAN_INTERVAL_MS } from '../../../protocol/faults/time-skew.js'
 import type { SkewSession, SkewState } from './skew.js'
-
-/** How often `children: true` looks for new processes under the target. */
-export const RESCAN_INTERVAL_MS = 200
 
 interface Rescan {
   session: SkewSession

@@ -20,7 +20,8 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { MARKER_VARIABLE, parseSize, stressHelperPath, stressorNice } from '../../../agent/faults/shared/stress.js'
+import { MARKER_VARIABLE, stressHelperPath, stressorNice } from '../../../agent/faults/shared/stress.js'
+import { parseSize } from '../../../protocol/units.js'
 import { memoryRequest } from '../../../agent/faults/stress-memory/index.js'
 import { readCgroupMounts } from '../../../agent/targets/cgroupfs.js'
 import { parseProcCgroup } from '../../../agent/targets/containers/cgroups.js'
@@ -270,7 +271,9 @@ t.test('sizes and percentages', async (t) => {
   t.equal(parseSize('128M', 'size'), 128 * MiB)
   t.equal(parseSize('1GiB', 'size'), 1024 * MiB)
   t.equal(parseSize('4096', 'size'), 4096)
-  t.throws(() => parseSize('128MB', 'size'), /not a size/)
+  // One size grammar for every kind (protocol/units.ts): MB is SI here too, as in disk-fill.
+  t.equal(parseSize('128MB', 'size'), 128e6)
+  t.throws(() => parseSize('128Mbit', 'size'), /not a size/)
   t.equal(memoryRequest('50%', 256 * MiB), 128 * MiB)
   t.equal(memoryRequest('33.33%', 100 * 4096), 33 * 4096, 'whole pages, rounded down')
 })

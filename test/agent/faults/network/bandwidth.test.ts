@@ -382,7 +382,7 @@ t.test('plan: filters use htb (egress) and filtered redirects (ingress); default
   // defaults: burst = max(10 ms of traffic, 2 frames); limit = burst + max(100 ms, 8 frames); latency uses tc's formula
   t.match(networkBandwidth.plan(spec({ rate: '100mbit' }), target, ctx(facts())), { burstBytes: 125000, limitBytes: 1375000 })
   t.match(networkBandwidth.plan(spec({ rate: '1mbit', latency: '20ms' }), target, ctx(facts())), { burstBytes: 3028, limitBytes: 5528 })
-  t.match(networkBandwidth.plan(spec({ rate: '1.5Mbit', burst: '32kb', limit: '64kb' }), target, ctx(facts())), { rate: '1500kbit', burstBytes: 32768, limitBytes: 65536 })
+  t.match(networkBandwidth.plan(spec({ rate: '1.5Mbit', burst: '32KiB', limit: '64KiB' }), target, ctx(facts())), { rate: '1500kbit', burstBytes: 32768, limitBytes: 65536 })
   t.match(networkBandwidth.plan(spec({ rate: '1mbit' }), target, ctx(facts({ mtu: 9000 }))), { burstBytes: 18028, limitBytes: 18028 + 72112 })
 
   const refused = (s: Omit<Spec, 'kind'>, f: Partial<BandwidthFacts>, code: string, message: RegExp, features?: FeatureMap) =>

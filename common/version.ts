@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module'
 
-/** The package version, read from package.json both from sources and from dist/. */
+/** The package version (agent, server and CLI are one package), read from package.json both from sources and from dist/. */
 function readVersion(): string {
   const require = createRequire(import.meta.url)
   for (const candidate of ['../package.json', '../../package.json']) {
@@ -14,4 +14,4 @@ function readVersion(): string {
   return '0.0.0'
 }
 
-export const AGENT_VERSION = readVersion()
+export const FAULTLINE_VERSION = readVersion()

@@ -1,6 +1,6 @@
 import { LogController, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import type { Logger } from 'pino'
-import type { TlsFiles } from '../app.js'
+import type { TlsFiles } from './config.js'
 
 /**
  * The Fastify options the agent and the server share: no per-request log lines (the auth plugin

@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import sjson from 'secure-json-parse'
-import { FaultlineError, errorCatalog, isFaultlineError, type ErrorCode } from '../../protocol/errors.js'
+import { FaultlineError, errorCatalog, isFaultlineError, type ErrorCode } from '../protocol/errors.js'
 
 /** Fastify's own error codes, mapped into our catalogue. */
 const fastifyCodes: Record<string, ErrorCode> = {

@@ -1,0 +1,162 @@
+import { Type, type Static } from 'typebox'
+import type { Experiment } from './experiment.js'
+import { updateReasons } from './injection.js'
+import { roles } from './roles.js'
+
+/**
+ * What the server answers about its fleet, runs, experiments and tokens: one schema per view,
+ * used by the server's routes (responses) and, through Static<>, by the CLI and the dashboard.
+ */
+
+export const runStatuses = ['pending', 'running', 'completed', 'aborted', 'failed'] as const
+export type RunStatus = (typeof runStatuses)[number]
+
+/** What started a run: a call to the API (or the CLI, or the dashboard), or the experiment's schedule. */
+export const runTriggers = ['api', 'schedule'] as const
+export type RunTrigger = (typeof runTriggers)[number]
+
+/** One host x target of a run. sent and active are open; the others are final. */
+export const recordStatuses = ['sent', 'active', 'recovered', 'failed', 'aborted', 'offline', 'skipped'] as const
+export type RecordStatus = (typeof recordStatuses)[number]
+export const terminalRecordStatuses = ['recovered', 'failed', 'aborted', 'offline', 'skipped'] as const satisfies readonly RecordStatus[]
+
+/**
+ * Why a record is in its status: the reason of the agent's last update (protocol/injection.ts),
+ * or what the server decided itself:
+ *   timeout        the agent did not answer the inject, or did not report the end, in time
+ *   offline        the agent was not connected in time to receive the inject
+ *   lost           the agent disconnected during the run (its lease recovers what it had)
+ *   missing        after a reconnect the agent no longer had the injection and did not say why
+ *   not-chosen     connected, but not picked by the run's mode
+ *   not-connected  not connected when the run started
+ * and "" while the record is open.
+ */
+export const recordReasons = ['', ...updateReasons, 'timeout', 'offline', 'lost', 'missing', 'not-chosen', 'not-connected'] as const
+export type RecordReason = (typeof recordReasons)[number]
+
+const ErrorInfo = Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()])
+
+export const RunRecordSchema = Type.Object({
+  agent: Type.String(),
+  target: Type.String({ description: 'The concrete target, as the agent resolved it ("" before the agent answered)' }),
+  injectionId: Type.String(),
+  status: Type.Enum(recordStatuses),
+  reason: Type.Enum(recordReasons, { description: 'Why the record is in its status: deadline, abort, halt, guard, lease, apply, timeout, lost, ... ("" while open)' }),
+  error: ErrorInfo,
+  updatedAt: Type.String({ format: 'date-time' }),
+})
+export type RunRecordView = Static<typeof RunRecordSchema>
+
+export const RunSelectionSchema = Type.Object({ matched: Type.Integer(), connected: Type.Integer(), chosen: Type.Integer(), mode: Type.String() })
+
+export const RunSchema = Type.Object(
+  {
+    id: Type.String(),
+    experiment: Type.String(),
+    status: Type.Enum(runStatuses),
+    trigger: Type.Enum(runTriggers, { description: 'api or schedule' }),
+    startedBy: Type.String(),
+    startedAt: Type.String({ format: 'date-time' }),
+    endedAt: Type.Optional(Type.String({ format: 'date-time' })),
+    abortRequestedAt: Type.Optional(Type.String({ format: 'date-time' })),
+    abortedBy: Type.Optional(Type.String()),
+    selection: RunSelectionSchema,
+    duration: Type.String(),
+    records: Type.Array(RunRecordSchema),
+  },
+  { title: 'Run' },
+)
+export type RunView = Static<typeof RunSchema>
+
+export const RunSummarySchema = Type.Object({
+  id: Type.String(),
+  experiment: Type.String(),
+  status: Type.Enum(runStatuses),
+  trigger: Type.Enum(runTriggers),
+  startedBy: Type.String(),
+  startedAt: Type.String({ format: 'date-time' }),
+  endedAt: Type.Optional(Type.String({ format: 'date-time' })),
+})
+export type RunSummary = Static<typeof RunSummarySchema>
+
+export const ExperimentViewSchema = Type.Object(
+  {
+    name: Type.String(),
+    spec: Type.Unknown({ description: 'The experiment as applied (after defaults)' }),
+    createdAt: Type.String({ format: 'date-time' }),
+    updatedAt: Type.String({ format: 'date-time' }),
+    updatedBy: Type.String(),
+    nextRunAt: Type.Optional(Type.String({ format: 'date-time', description: 'Next scheduled run' })),
+    lastRun: Type.Optional(RunSummarySchema),
+  },
+  { title: 'ExperimentView' },
+)
+/** The spec is sent as it was stored (already valid), so the response schema leaves it unchecked. */
+export type ExperimentView = Static<typeof ExperimentViewSchema> & { spec: Experiment }
+
+export const AgentViewSchema = Type.Object(
+  {
+    id: Type.String(),
+    hostname: Type.String(),
+    labels: Type.Record(Type.String(), Type.String()),
+    version: Type.String(),
+    connected: Type.Boolean(),
+    connectedAt: Type.Optional(Type.String({ format: 'date-time' })),
+    address: Type.Optional(Type.String()),
+    lastSeen: Type.Optional(Type.String({ format: 'date-time' })),
+    enrolledAt: Type.String({ format: 'date-time' }),
+    kinds: Type.Array(Type.String(), { description: 'Fault kinds available on the host' }),
+    targets: Type.Integer({ description: 'Containers and named network namespaces the agent reported' }),
+    open: Type.Integer({ description: 'Server injections open on the agent' }),
+    invalidMessages: Type.Integer({ description: 'Invalid link messages on the current connection' }),
+  },
+  { title: 'Agent' },
+)
+export type AgentView = Static<typeof AgentViewSchema>
+
+export const HaltResultSchema = Type.Object({
+  agents: Type.Array(Type.Object({ agent: Type.String(), ok: Type.Boolean(), error: Type.Optional(Type.String()) })),
+  offline: Type.Array(Type.String(), { description: 'Known agents not connected: they recover through their lease' }),
+  runs: Type.Array(Type.String(), { description: 'Runs aborted' }),
+})
+export type HaltResult = Static<typeof HaltResultSchema>
+
+export const RoleSchema = Type.Enum(roles)
+
+export const ApiTokenSchema = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    role: RoleSchema,
+    createdAt: Type.String({ format: 'date-time' }),
+    createdBy: Type.String(),
+    lastUsedAt: Type.Optional(Type.String({ format: 'date-time' })),
+  },
+  { title: 'ApiToken' },
+)
+export type ApiTokenView = Static<typeof ApiTokenSchema>
+/** The answer to creating a token: the only time its secret is shown. */
+export type NewApiToken = ApiTokenView & { token: string }
+
+export const AuditEntrySchema = Type.Object({
+  id: Type.Integer(),
+  at: Type.String({ format: 'date-time' }),
+  who: Type.String(),
+  role: Type.String(),
+  method: Type.String(),
+  route: Type.String(),
+  url: Type.String(),
+  status: Type.Integer(),
+  outcome: Type.String({ description: 'ok, error, unauthenticated or forbidden' }),
+  source: Type.String({ description: 'The caller address' }),
+})
+
+export const FleetEventSchema = Type.Object({
+  id: Type.Integer(),
+  at: Type.String({ format: 'date-time' }),
+  type: Type.String(),
+  agentId: Type.Optional(Type.String()),
+  runId: Type.Optional(Type.String()),
+  message: Type.String(),
+  data: Type.Optional(Type.Unknown()),
+})
