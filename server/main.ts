@@ -5,6 +5,8 @@ import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildServer } from './app.js'
 import { checkLease, checkServerExposure, type ServerConfig } from './config.js'
 
+export type { ServerConfig } from './config.js'
+
 /**
  * The server process: the only place that listens and handles signals. Stopping it closes the
  * agents' links; agents keep their injections for one lease, then recover them on their own,

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { CapabilitiesSchema } from '../../protocol/capabilities.js'
-import { ErrorBodySchema } from '../../protocol/errors.js'
+import { ErrorResponses } from '../../protocol/errors.js'
 import type { CapabilityStore } from '../capabilities/store.js'
 
 export const capabilitiesRoutes: FastifyPluginAsyncTypebox<{ capabilities: CapabilityStore }> = async (app, { capabilities }) => {
@@ -14,7 +14,7 @@ export const capabilitiesRoutes: FastifyPluginAsyncTypebox<{ capabilities: Capab
           { refresh: Type.Optional(Type.Enum(['true', 'false'], { description: 'Probe again instead of using the cached result' })) },
           { additionalProperties: false },
         ),
-        response: { 200: CapabilitiesSchema, '4xx': ErrorBodySchema, '5xx': ErrorBodySchema },
+        response: { 200: CapabilitiesSchema, ...ErrorResponses },
       },
     },
     async (req) => (req.query.refresh === 'true' ? capabilities.refresh() : capabilities.get()),

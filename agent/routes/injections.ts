@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { ErrorBodySchema } from '../../protocol/errors.js'
+import { ErrorResponses as errors } from '../../protocol/errors.js'
 import {
   CreateInjectionBodySchema,
   CreateInjectionReplySchema,
@@ -11,7 +11,6 @@ import {
 import { explainUnknownNames } from '../../protocol/explain.js'
 import type { Injector } from '../lifecycle/injector.js'
 
-const errors = { '4xx': ErrorBodySchema, '5xx': ErrorBodySchema }
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 80 }) })
 

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { ErrorBodySchema } from '../../protocol/errors.js'
+import { ErrorResponses } from '../../protocol/errors.js'
 import { ResolvedTargetSchema, targetTypes } from '../../protocol/target.js'
 import { discoverTargets } from '../targets/registry.js'
 import type { TargetContext } from '../targets/types.js'
@@ -12,7 +12,7 @@ export const targetRoutes: FastifyPluginAsyncTypebox<{ targets: TargetContext }>
       schema: {
         summary: 'Targets this agent can see (processes exclude PID 1, kernel threads and the agent)',
         querystring: Type.Object({ type: Type.Optional(Type.Enum(targetTypes)) }, { additionalProperties: false }),
-        response: { 200: Type.Object({ targets: Type.Array(ResolvedTargetSchema) }), '4xx': ErrorBodySchema, '5xx': ErrorBodySchema },
+        response: { 200: Type.Object({ targets: Type.Array(ResolvedTargetSchema) }), ...ErrorResponses },
       },
     },
     async (req) => {

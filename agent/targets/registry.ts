@@ -14,8 +14,17 @@ export const targetResolvers = {
 } satisfies { [T in TargetType]: TargetResolver<T> }
 
 export function resolveTarget(selector: TargetSelector, ctx: TargetContext): Promise<ResolvedTarget[]> {
-  const resolver = targetResolvers[selector.type] as TargetResolver<TargetType>
-  return resolver.resolve(selector as never, ctx)
+  // One case per type, so each resolver gets its own selector type (checked exhaustive).
+  switch (selector.type) {
+    case 'host':
+      return targetResolvers.host.resolve(selector, ctx)
+    case 'process':
+      return targetResolvers.process.resolve(selector, ctx)
+    case 'netns':
+      return targetResolvers.netns.resolve(selector, ctx)
+    case 'container':
+      return targetResolvers.container.resolve(selector, ctx)
+  }
 }
 
 export function discoverTargets(type: TargetType, ctx: TargetContext): Promise<ResolvedTarget[]> {

@@ -1,5 +1,5 @@
 import type { ResolvedTarget, TargetSelector, TargetType } from '../../protocol/target.js'
-import type { HostPaths } from '../faults/types.js'
+import type { HostPaths } from '../host-paths.js'
 import type { RuntimeSockets } from './containers/runtimes.js'
 
 export interface TargetContext {

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
 import { mergeConfigFile } from '../../common/config.js'
-import type { ServerConfig } from '../../server/config.js'
+import type { ServerConfig } from '../../server/main.js'
 
 const examples = `
 Examples:

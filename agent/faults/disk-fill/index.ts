@@ -26,6 +26,7 @@ import {
 } from '../shared/files.js'
 import { defineFault } from '../types.js'
 import { formatBytes, parseSize, parseSizeOrPercent } from '../../../protocol/units.js'
+import { ownFdPath } from '../../host-paths.js'
 
 /** Default reserve: the smaller of 1 % of the filesystem and 64 MiB. */
 export const DEFAULT_RESERVE_PERCENT = 1
@@ -147,7 +148,7 @@ export const diskFill = defineFault(diskFillSpec, {
       return {
         root,
         dir: { dev: String(dirStat.dev), ino: String(dirStat.ino) },
-        usage: usageOf(`/proc/self/fd/${d.dirFd}`),
+        usage: usageOf(ownFdPath(d.dirFd)),
         holdsStateDir: String(dirStat.dev) === stateDir.dev,
         stateDir: stateDir.path,
       }
@@ -206,7 +207,7 @@ export const diskFill = defineFault(diskFillSpec, {
       const where = `${plan.dir}${rootText(plan.root)}`
       if (r.fd !== undefined) throw new FaultlineError('FAULTLINE_ERR_PATH_FORBIDDEN', `${plan.name} already exists in ${where}; it is not this injection's and is left alone`)
       // The plan's numbers came from a statfs a moment ago: check the room again now.
-      checkRoom(plan.bytes, plan.reserveBytes, usageOf(`/proc/self/fd/${r.dirFd}`), plan.force, where)
+      checkRoom(plan.bytes, plan.reserveBytes, usageOf(ownFdPath(r.dirFd)), plan.force, where)
       state = { ...state, phase: 'creating' }
       ctx.checkpoint(state)
       const file = newFileIn(r.dirFd, plan.tempName)
@@ -235,7 +236,7 @@ export const diskFill = defineFault(diskFillSpec, {
     try {
       return await withResolved(state.root, ctx.paths.procRoot, posix.join(state.dir, state.name), { successor: true }, (r) => {
         const notes: string[] = r.note ? [r.note] : []
-        const temp = `/proc/self/fd/${r.dirFd}/${state.tempName}`
+        const temp = ownFdPath(r.dirFd, state.tempName)
         if (exists(temp)) unlinkSync(temp)
         if (r.fd !== undefined && r.stat) {
           if (state.ino !== undefined && sameInode(r.stat, { dev: state.dev!, ino: state.ino })) unlinkSync(r.entryPath)

@@ -18,6 +18,7 @@ import {
 } from '../shared/files-fault.js'
 import { metaOf, octal, removeBackupDir, sameInode, withResolved } from '../shared/files.js'
 import { defineFault } from '../types.js'
+import { ownFdPath } from '../../host-paths.js'
 
 const SET_ID_BITS = 0o6000
 
@@ -59,7 +60,7 @@ export const fileChmod = defineFault(fileChmodSpec, {
       const state: FileState = { ...plannedFileState(plan), phase: 'backed-up', original: metaOf(st) }
       ctx.checkpoint(state)
       // chmod through /proc/self/fd: exactly the inode resolved (an O_PATH fd cannot fchmod)
-      chmodSync(`/proc/self/fd/${r.fd}`, plan.mode)
+      chmodSync(ownFdPath(r.fd!), plan.mode) // currentFile checked r.fd
       return state
     })
   },
@@ -72,7 +73,7 @@ export const fileChmod = defineFault(fileChmodSpec, {
       if (r.fd === undefined) return { note: `${where(state)} is gone (removed during the fault); no mode to restore` }
       if (!r.stat!.isFile()) return { note: `${where(state)} is no longer a regular file; left alone` }
       if (!sameInode(r.stat!, original)) notes.push(`${where(state)} had been replaced by another file during the fault; the original mode was set on it`)
-      chmodSync(`/proc/self/fd/${r.fd}`, original.mode)
+      chmodSync(ownFdPath(r.fd), original.mode)
       return {}
     }, ctx)
   },

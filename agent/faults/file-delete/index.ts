@@ -32,6 +32,7 @@ import {
   withResolved,
 } from '../shared/files.js'
 import { defineFault } from '../types.js'
+import { ownFdPath } from '../../host-paths.js'
 
 /** EXDEV: the backup dir is on another mount (always so for a container's files). */
 const isCrossDevice = (err: unknown) => (err as NodeJS.ErrnoException).code === 'EXDEV'
@@ -148,7 +149,7 @@ export const fileDelete = defineFault(fileDeleteSpec, {
       try {
         // rename(2) puts the very inode back (and atomically replaces whatever is there now)
         renameSync(backup, r.entryPath)
-        syncDir(`/proc/self/fd/${r.dirFd}`)
+        syncDir(ownFdPath(r.dirFd))
       } catch (err) {
         if (!isCrossDevice(err)) throw err
         await createFromBackup(r.dirFd, r.name, backup, original, { replace: true, tempName: state.tempName })

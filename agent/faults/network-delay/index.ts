@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { Type, type Static } from 'typebox'
 import type { FeatureMap } from '../../../protocol/capabilities.js'
 import { parseDuration } from '../../../protocol/duration.js'
@@ -27,7 +28,7 @@ import {
   toolPath,
   type PeerFacts,
 } from '../shared/network.js'
-import { defineFault, type ApplyContext } from '../types.js'
+import { defineFault, type ApplyContext, type HostPaths } from '../types.js'
 import { HELPER_NAME, HELPER_NICE, findHelpers, netdelayHelperPath, startHelper, stopHelper, type HelperProcess } from './helper.js'
 import {
   RuleSetPlanSchema,
@@ -196,9 +197,12 @@ function queuesInUse(openPlans: unknown[], netnsInode: number): number[] {
   })
 }
 
-/** Queues some program (ours or not) has bound in the namespace: /proc/net/netfilter/nfnetlink_queue. */
-async function boundQueues(ns: NetnsRef): Promise<number[]> {
-  const res = await run(inNetns(ns, [toolPath('cat'), '/proc/net/netfilter/nfnetlink_queue']))
+/**
+ * Queues some program (ours or not) has bound in the namespace: /proc/net/netfilter/nfnetlink_queue,
+ * read by a `cat` inside the namespace (/proc/net shows the reader's own network namespace).
+ */
+async function boundQueues(ns: NetnsRef, paths: HostPaths): Promise<number[]> {
+  const res = await run(inNetns(ns, [toolPath('cat'), join(paths.procRoot, 'net', 'netfilter', 'nfnetlink_queue')]))
   if (res.code !== 0) return []
   return res.stdout
     .split('\n')
@@ -342,7 +346,7 @@ export const networkDelay = defineFault(networkDelaySpec, {
     if (mechanism === 'netem') return { mechanism, netem: await gatherNetem(ns, spec, peers, ports) }
     requireSameNetns(ns)
     if (spec.device) await resolveDevice(ns, spec.device)
-    const queue = allocateQueue([...queuesInUse(ctx.openPlans(), ns.inode), ...(await boundQueues(ns))])
+    const queue = allocateQueue([...queuesInUse(ctx.openPlans(), ns.inode), ...(await boundQueues(ns, ctx.paths))])
     const iptables = await gatherIptables(ctx.paths.procRoot, peers)
     return { mechanism, nfqueue: { peers, protectedTcpPorts: ports, queue, helper: netdelayHelperPath(), iptables } }
   },

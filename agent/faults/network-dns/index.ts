@@ -17,7 +17,8 @@ import {
   runInNetns,
   toolPath,
 } from '../shared/network.js'
-import { defineFault } from '../types.js'
+import { defineFault, type HostPaths } from '../types.js'
+import { defaultHostPaths, etcPath, procPath } from '../../host-paths.js'
 import {
   conntrackZone,
   isNamePattern,
@@ -76,7 +77,6 @@ export function answerRules(spec: DnsSpec): AnswerRules {
 }
 
 const SYSTEMD_RESOLVED_STUB = '127.0.0.53'
-const SYSTEMD_RESOLVED_UPSTREAMS = '/run/systemd/resolve/resolv.conf'
 
 function isLoopback(address: string): boolean {
   return ipaddr.process(address).range() === 'loopback'
@@ -105,21 +105,23 @@ function nameservers(path: string): string[] {
  * resolv.conf. Behind systemd-resolved's stub (127.0.0.53) that is the stub's own first upstream
  * (/run/systemd/resolve/resolv.conf); any other loopback forwarder is refused (see loopWarning).
  */
-export function upstreamFromResolvConf(target: ResolvedTarget): { upstream: string; source: string } {
+export function upstreamFromResolvConf(target: ResolvedTarget, paths: HostPaths): { upstream: string; source: string } {
   // A container's resolv.conf is in its own filesystem, seen through its init's root.
+  const hostConf = etcPath(paths, 'resolv.conf')
   const candidates =
     target.type === 'netns'
-      ? [`/etc/netns/${target.name}/resolv.conf`, '/etc/resolv.conf']
+      ? [etcPath(paths, 'netns', target.name, 'resolv.conf'), hostConf]
       : target.type === 'container'
-        ? [`/proc/${target.initPid}/root/etc/resolv.conf`]
-        : ['/etc/resolv.conf']
-  const source = candidates.find((path) => existsSync(path)) ?? '/etc/resolv.conf'
+        ? [procPath(paths, target.initPid, 'root', 'etc', 'resolv.conf')]
+        : [hostConf]
+  const source = candidates.find((path) => existsSync(path)) ?? hostConf
   const first = nameservers(source)[0]
   if (!first) throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${source} names no nameserver to forward uncovered names to; give upstream in the spec`)
   if (!isLoopback(first)) return { upstream: first, source }
-  if (first === SYSTEMD_RESOLVED_STUB && existsSync(SYSTEMD_RESOLVED_UPSTREAMS)) {
-    const behind = nameservers(SYSTEMD_RESOLVED_UPSTREAMS).find((a) => !isLoopback(a))
-    if (behind) return { upstream: behind, source: `${SYSTEMD_RESOLVED_UPSTREAMS} (behind the systemd-resolved stub in ${source})` }
+  const resolved = paths.resolvedConf ?? defaultHostPaths.resolvedConf
+  if (first === SYSTEMD_RESOLVED_STUB && existsSync(resolved)) {
+    const behind = nameservers(resolved).find((a) => !isLoopback(a))
+    if (behind) return { upstream: behind, source: `${resolved} (behind the systemd-resolved stub in ${source})` }
   }
   throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${source}: ${loopWarning(first)}; give upstream in the spec: the forwarder's own upstream`)
 }
@@ -210,7 +212,7 @@ export const networkDns = defineFault(networkDnsSpec, {
       if (isLoopback(spec.upstream)) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `upstream ${loopWarning(spec.upstream)}; give the forwarder's own upstream instead`)
       upstream = { upstream: ipaddr.process(spec.upstream).toString(), source: 'spec' }
     } else {
-      upstream = upstreamFromResolvConf(target)
+      upstream = upstreamFromResolvConf(target, ctx.paths)
     }
     const taken = await portsInUse(ns)
     for (const plan of ctx.openPlans()) taken.add((plan as { port?: number }).port ?? 0)

@@ -1,5 +1,6 @@
 import { closeSync } from 'node:fs'
 import { errnoError, load } from '../../native/libc.js'
+import { ownFdPath } from '../../host-paths.js'
 
 /**
  * The three libc entry points the file faults need and Node does not expose:
@@ -55,7 +56,7 @@ export function openat2(dirfd: number, path: string, flags: number, resolve: num
 /** Names the (O_TMPFILE) inode open as `fd` as `name` in the directory `dirfd`; EEXIST if taken. */
 export function linkFd(fd: number, dirfd: number, name: string): void {
   const c = load()
-  if (c.linkat(AT_FDCWD, `/proc/self/fd/${fd}`, dirfd, name, AT_SYMLINK_FOLLOW) !== 0) throw errnoError('linkat', c.errno(), name)
+  if (c.linkat(AT_FDCWD, ownFdPath(fd), dirfd, name, AT_SYMLINK_FOLLOW) !== 0) throw errnoError('linkat', c.errno(), name)
 }
 
 /** Sets atime and mtime, in nanoseconds since the epoch, on an open file. */

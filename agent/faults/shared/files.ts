@@ -44,6 +44,7 @@ import {
   linkFd,
   openat2,
 } from './files-native.js'
+import { ownFdPath } from '../../host-paths.js'
 
 /*
  * What the disk and file faults share: how a target's files are reached (its root), how a path
@@ -239,7 +240,7 @@ export function backupDirOf(stateDir: string, injectionId: string): string {
  * `force` — on the host, anything whose real path is under /proc, /sys or /dev (/dev/shm).
  */
 function checkNotProtected(dirFd: number, file: { fd?: number; path: string }, root: FileRoot, stateDir: StateDirFacts, force: boolean): void {
-  let dir = `/proc/self/fd/${dirFd}`
+  let dir = ownFdPath(dirFd)
   let previous = ''
   for (let depth = 0; depth < 256; depth++) {
     const st = statSync(dir, { bigint: true })
@@ -251,7 +252,7 @@ function checkNotProtected(dirFd: number, file: { fd?: number; path: string }, r
     previous = id
     dir += '/..'
   }
-  const probe = `/proc/self/fd/${file.fd ?? dirFd}`
+  const probe = ownFdPath(file.fd ?? dirFd)
   const fsName = PSEUDO_FILESYSTEMS.get(Number(statfsSync(probe).type))
   if (fsName) {
     throw new FaultlineError(
@@ -327,7 +328,7 @@ export async function withDirectory<T>(
 export function withResolved<T>(root: FileRoot, procRoot: string, path: string, opts: { successor?: boolean }, fn: (r: Resolved) => T | Promise<T>): Promise<T> {
   const name = posix.basename(path)
   return withDirectory(root, procRoot, posix.dirname(path), opts, (d, track) => {
-    const entryPath = `/proc/self/fd/${d.dirFd}/${name}`
+    const entryPath = ownFdPath(d.dirFd, name)
     const resolved: Resolved = { ...d, name, entryPath }
     if (name !== '') {
       try {
@@ -420,7 +421,7 @@ const CHUNK = 1 << 20
 
 /** Re-opens an O_PATH descriptor for real I/O (through /proc/self/fd: exactly the same inode). */
 export function reopen(pathFd: number, flags: number): number {
-  const path = `/proc/self/fd/${pathFd}`
+  const path = ownFdPath(pathFd)
   try {
     // O_NOATIME: the backup read must not move the atime it is about to record.
     return openSync(path, flags | O_NOATIME | O_CLOEXEC)
@@ -596,7 +597,7 @@ export const tempNameOf = (injectionId: string) => `.faultline-tmp-${injectionId
  * temporary name (tempNameOf: it carries the injection id) instead, which recovery removes.
  */
 export function newFileIn(dirFd: number, tempName: string, mode = 0o600): NewFile {
-  const dir = `/proc/self/fd/${dirFd}`
+  const dir = ownFdPath(dirFd)
   try {
     const fd = openSync(dir, O_TMPFILE | fsConstants.O_RDWR | O_CLOEXEC, mode)
     return {
