@@ -1,9 +1,10 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
+import { addressAt, injectSkew, inspectVdso, pristineVdso, restoreSkew, timeskewHelperPath, vdsoFunctions, type PatchRequest, type PristineVdso } from '../agent/faults/time-skew/helper.js'
 import {
   agentClient,
   formatMachine,
@@ -70,7 +71,7 @@ export interface TimeskewBenchResult {
     agentPair: LatencySummary
     /** faultline-timeskew inject then restore on a fresh process (spawned, ptrace, mmap, patch; spawned, ptrace, restore). */
     helperPair: LatencySummary
-    /** Two runs of `faultline-timeskew inspect self`: starting the helper twice, no ptrace. */
+    /** The helper started twice without arguments (it prints its usage): starting it, no ptrace. */
     spawnFloor: LatencySummary
   }
   ratios: { agentVsHelperMedian: number; helperVsSpawnFloorMedian: number }
@@ -146,14 +147,14 @@ async function settled(t: Started): Promise<void> {
   for (let i = 0; i < 2_000 && statFields(t.pid)[0] !== 'S'; i++) await new Promise((r) => setImmediate(r))
 }
 
-const helper = join(repoRoot, 'native', 'timeskew', 'faultline-timeskew')
+const helper = timeskewHelperPath()
 
-function runHelper(args: string[]): { ok: boolean; [k: string]: unknown } {
-  return JSON.parse(execFileSync(helper, args, { encoding: 'utf8' })) as { ok: boolean }
-}
-
-function vdsoOf(pid: number): string {
-  return runHelper(['inspect', String(pid)]).vdso as string
+/** What the agent does for one process, without the HTTP API and the journal: read its vDSO, run the helper. */
+async function helperInject(pid: number, start: number, pristine: PristineVdso): Promise<{ vdso: string; patches: PatchRequest[] }> {
+  const { vdso } = await inspectVdso(pid)
+  const patches = vdsoFunctions.map((symbol) => ({ symbol, address: addressAt(vdso, pristine.functions[symbol].offset), original: pristine.functions[symbol].bytes }))
+  await injectSkew({ procRoot: '/proc' }, pid, start, vdso, '-3600000000000', 2337, patches)
+  return { vdso, patches }
 }
 
 const median = (xs: number[]) => {
@@ -177,9 +178,9 @@ export async function runTimeskewBench(opts: TimeskewBenchOptions = {}): Promise
     const binary = join(dir, 'clockbench')
     execFileSync('gcc', ['-O2', '-o', binary, join(dir, 'clockbench.c')])
 
-    const pristine = runHelper(['inspect', 'self']) as unknown as { relocation: string; displaced: number; symbols: { symbol: string; offset: number; bytes: string }[] }
-    const relocation = pristine.relocation === 'displaced' ? `displaced (${pristine.displaced} bytes of clock_gettime relocated)` : 'syscall'
-    const expect = pristine.symbols.map((s) => `${s.symbol}=${s.bytes}`)
+    const self = await inspectVdso('self')
+    const relocation = self.relocation === 'displaced' ? `displaced (${self.displaced} bytes of clock_gettime relocated)` : 'syscall'
+    const pristine = await pristineVdso()
 
     progress(`starting the agent and two twins of the clock program (state dir ${dir}/state)`)
     const agent = await startAgent(join(dir, 'state'))
@@ -233,13 +234,10 @@ export async function runTimeskewBench(opts: TimeskewBenchOptions = {}): Promise
       const target = startTwin(binary)
       try {
         await settled(target)
-        const start = statFields(target.pid)[19]!
-        const vdso = vdsoOf(target.pid)
+        const start = Number(statFields(target.pid)[19]!)
         const t0 = performance.now()
-        const injected = runHelper(['inject', String(target.pid), start, vdso, '-3600000000000', '2337', ...expect]) as unknown as {
-          patches: { address: string; original: string }[]
-        }
-        runHelper(['restore', String(target.pid), start, vdso, ...injected.patches.map((p) => `${p.address}=${p.original}`)])
+        const injected = await helperInject(target.pid, start, pristine)
+        await restoreSkew({ procRoot: '/proc' }, target.pid, start, injected.vdso, injected.patches)
         return performance.now() - t0
       } finally {
         await killTwin(target)
@@ -248,8 +246,9 @@ export async function runTimeskewBench(opts: TimeskewBenchOptions = {}): Promise
 
     async function spawnFloor(): Promise<number> {
       const t0 = performance.now()
-      runHelper(['inspect', 'self'])
-      runHelper(['inspect', 'self'])
+      // Started with no arguments it prints its usage and exits 2: starting it, no ptrace.
+      spawnSync(helper, [])
+      spawnSync(helper, [])
       return performance.now() - t0
     }
 
@@ -276,12 +275,11 @@ export async function runTimeskewBench(opts: TimeskewBenchOptions = {}): Promise
       const target = startTwin(binary)
       try {
         await settled(target)
-        const start = statFields(target.pid)[19]!
-        const vdso = vdsoOf(target.pid)
+        const start = Number(statFields(target.pid)[19]!)
         quiet.push(Number(await target.ask('spin 200')) / 1000)
         const answer = target.ask('spin 200')
         await new Promise((r) => setTimeout(r, 50))
-        runHelper(['inject', String(target.pid), start, vdso, '-3600000000000', '2337', ...expect])
+        await helperInject(target.pid, start, pristine)
         during.push(Number(await answer) / 1000)
       } finally {
         await killTwin(target)
@@ -334,7 +332,7 @@ export function formatTimeskewResult(r: TimeskewBenchResult): string {
       [
         ['agent: POST + DELETE /v1/injections', l.agentPair],
         ['helper: inject + restore', l.helperPair],
-        ['floor: helper started twice (inspect)', l.spawnFloor],
+        ['floor: helper started twice (usage)', l.spawnFloor],
       ].map(([name, s]) => [name as string, us((s as LatencySummary).medianUs), us((s as LatencySummary).p99Us), us((s as LatencySummary).minUs), us((s as LatencySummary).maxUs)]),
     ),
     `ratios (median): agent / helper ${r.ratios.agentVsHelperMedian}×, helper / floor ${r.ratios.helperVsSpawnFloorMedian}×`,

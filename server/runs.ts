@@ -8,7 +8,7 @@ import { newId } from '../protocol/id.js'
 import { isOpenStatus, type InjectionSchema, type UpdateReason } from '../protocol/injection.js'
 import { LINK_PROTOCOL_VERSION, type AgentMessage } from '../protocol/link.js'
 import { describeTarget, targetKey } from '../protocol/target.js'
-import type { RecordReason, RunTrigger, RunView } from '../protocol/views.js'
+import type { RunTrigger, RunView } from '../protocol/views.js'
 import type { Hub, InjectionUpdate } from './hub.js'
 import { TERMINAL_RECORD, type AgentRow, type RecordRow, type RecordStatus, type RunRow, type Store } from './store.js'
 

@@ -24,7 +24,7 @@ export interface Libc {
 
 let libc: Libc | undefined
 
-/** libc through koffi, loaded on first use (agent/faults/shared/files-native.ts binds more of it). */
+/** libc through koffi, loaded on first use (agent/native/files.ts binds the file syscalls with it). */
 export function load(): Libc {
   if (libc) return libc
   const require = createRequire(import.meta.url)

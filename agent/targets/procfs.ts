@@ -76,3 +76,41 @@ export function isGoneError(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code
   return code === 'ENOENT' || code === 'ESRCH'
 }
+
+/** One line of /proc/<pid>/maps. Addresses are bigints: [vsyscall] lies above 2^53. */
+export interface Mapping {
+  start: bigint
+  end: bigint
+  /** "r-xp", "rw-p", ... */
+  perms: string
+  offset: bigint
+  inode: number
+  /** The path or pseudo-name ("[vdso]", "[stack]"); "" for an anonymous mapping. */
+  name: string
+}
+
+/** Parses /proc/<pid>/maps (proc(5)): `start-end perms offset dev inode [name]`. */
+export function parseMaps(text: string): Mapping[] {
+  const out: Mapping[] = []
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) \S+ (\d+)\s*(.*)$/.exec(line)
+    if (!m) continue
+    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]!, offset: BigInt(`0x${m[4]}`), inode: Number(m[5]), name: m[6]!.trim() })
+  }
+  return out
+}
+
+/** A process's mappings; undefined when it is gone (or its maps are not readable). */
+export function readMaps(procRoot: string, pid: number): Mapping[] | undefined {
+  return readMapsFile(join(procRoot, String(pid), 'maps'))
+}
+
+/** The mappings in a maps file (e.g. /proc/self/maps); undefined when it is gone or not readable. */
+export function readMapsFile(path: string): Mapping[] | undefined {
+  try {
+    return parseMaps(readFileSync(path, 'utf8'))
+  } catch (err) {
+    if (isGoneError(err) || (err as NodeJS.ErrnoException).code === 'EACCES') return undefined
+    throw err
+  }
+}

@@ -1,38 +1,39 @@
 /*
- * faultline-timeskew: makes one process's vDSO clock_gettime, gettimeofday and time return the
- * real time plus an offset, and takes that back out. A short-lived process: every ptrace call
- * for a target happens on its single thread, and it detaches before it exits. No policy here:
- * which processes, which clocks and which offset are decided by the agent (agent/faults/time-skew).
+ * faultline-timeskew: the mechanism of time-skew, and nothing else. It stops every thread of one
+ * process with ptrace, writes a page and 5-byte jumps into its vDSO (or the original bytes back),
+ * and detaches. Every address, every expected byte and every decision comes from the agent
+ * (agent/faults/time-skew/): it parses the process's maps and vDSO ELF, picks the page address
+ * and the bytes, and journals them before this runs. This program only checks, while the threads
+ * are stopped, that memory still holds exactly what it was told, and refuses otherwise.
  *
- *   faultline-timeskew inspect PID|self
- *       read only (no ptrace): the [vdso] mapping, the addresses and first 16 bytes of its
- *       clock_gettime, gettimeofday and time, and whether a Faultline page is behind them.
- *   faultline-timeskew inject PID START_TIME VDSO OFFSET_NS CLOCK_MASK SYMBOL=HEX [SYMBOL=HEX ...]
- *       stops every thread (PTRACE_SEIZE + PTRACE_INTERRUPT), checks that the [vdso] starts at
- *       VDSO and that each SYMBOL's entry holds exactly HEX, maps one page (an mmap syscall run
- *       by a stopped thread) within a rel32 jump of the vDSO, or reuses the Faultline page an
- *       earlier injection left there, fills it (page.S), writes `jmp rel32` (e9) over the first
- *       5 bytes of each SYMBOL, and detaches. clock_gettime must be among the SYMBOLs.
- *   faultline-timeskew restore PID START_TIME VDSO ADDRESS=HEX [ADDRESS=HEX ...]
- *       stops every thread; where the bytes at ADDRESS are a jmp into a Faultline page, writes
- *       HEX back (the original bytes). Bytes that are already HEX are left alone, and so are bytes
- *       that are neither (someone else's). The page stays mapped but unreachable: a thread may
- *       still be inside it (even under a signal handler), and unmapping it would crash that thread.
- *       The next inject into the same process reuses it.
+ *   faultline-timeskew inject PID START_TIME OFFSET_NS CLOCK_MASK SYSCALL_ADDR DISPLACED REUSE_PAGE PAGES PATCH...
+ *       PATCH = FUNCTION:ADDRESS:HEX, FUNCTION 0 clock_gettime (required), 1 gettimeofday, 2 time.
+ *       Each ADDRESS must hold exactly HEX (the original bytes, at least 5); it gets `jmp rel32` (e9)
+ *       to that function's replacement in the page. The page is REUSE_PAGE when that address holds
+ *       a Faultline page with this build's code (an earlier skew left it: 0 for none), else the
+ *       first of PAGES (comma-separated, nearest first) that an mmap(MAP_FIXED_NOREPLACE) run by a
+ *       stopped thread at the `syscall` instruction SYSCALL_ADDR gets. DISPLACED > 0: that many
+ *       first bytes of clock_gettime (within its HEX) are moved into the page's real_clock_gettime
+ *       stub, followed by a jump back; 0: the stub uses the clock_gettime syscall.
+ *   faultline-timeskew restore PID START_TIME PATCH...
+ *       PATCH = ADDRESS:HEX. Where the bytes at ADDRESS jump into a Faultline page, HEX is written
+ *       back. Bytes that are already HEX, or neither (someone else's), are left alone. The page
+ *       stays mapped but unreachable: a thread may still be inside it.
  *
- * START_TIME is the process's start time (/proc/<pid>/stat field 22); once its threads are
- * stopped the helper checks it and, if the pid now belongs to another process, detaches without
- * touching anything ("gone").
+ * START_TIME is the process's start time (/proc/<pid>/stat field 22): once its threads are
+ * stopped the helper checks it, and if the pid now belongs to another process it detaches without
+ * touching anything.
  *
- * Output: one JSON line on stdout, {"ok":true,...} (exit 0) or {"ok":false,"error":CODE,
- * "message":...} (exit 1). Error codes: gone, traced, no-vdso, unsupported-vdso, vdso-moved,
- * mismatch, busy, no-room, timeout, failed. Usage errors exit 2.
+ * Output, one line on stdout:
+ *   inject:  ok PAGE REUSED THREADS                     (REUSED 0 or 1)
+ *   restore: ok THREADS RESULT...                       (per PATCH: restored, clean, foreign, unmapped)
+ *   refusal: err CODE MESSAGE                           exit 1; nothing of the process was changed
+ * CODE: gone, traced, vdso-moved, mismatch, skewed, busy, no-room, timeout, failed. Usage errors exit 2.
  *
  * x86-64 only (the Makefile does not build it elsewhere).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -61,6 +62,7 @@
 #define PAGE 4096UL
 #define JMP_LEN 5
 #define MAX_PATCHES 8
+#define MAX_PAGES 16
 #define EXPECT_MAX 32
 #define STOP_TIMEOUT_MS 2000
 #define BUSY_RETRIES 200
@@ -74,39 +76,8 @@ extern const unsigned char fl_fake_clock_gettime[], fl_fake_gettimeofday[], fl_f
 #define OFF_MASK 24
 #define STUB_LEN 32
 static const char MAGIC[8] = {'F', 'L', 'T', 'S', 'K', 'E', 'W', '1'};
-
-static const struct {
-	const char *name, *vdso_name;
-	const unsigned char *fake;
-} functions[] = {
-	{"clock_gettime", "__vdso_clock_gettime", fl_fake_clock_gettime},
-	{"gettimeofday", "__vdso_gettimeofday", fl_fake_gettimeofday},
-	{"time", "__vdso_time", fl_fake_time},
-};
-#define NFUNCS (sizeof functions / sizeof functions[0])
-
-/* ---- output ------------------------------------------------------------------------------ */
-
-static void hex(char *out, const unsigned char *b, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		sprintf(out + 2 * i, "%02x", b[i]);
-	out[2 * n] = 0;
-}
-
-static int unhex(const char *s, unsigned char *out, size_t max)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n % 2 || n / 2 > max)
-		return -1;
-	for (size_t i = 0; i < n / 2; i++) {
-		unsigned v;
-		if (sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -1;
-		out[i] = (unsigned char)v;
-	}
-	return (int)(n / 2);
-}
+static const unsigned char *const fakes[] = {fl_fake_clock_gettime, fl_fake_gettimeofday, fl_fake_time};
+#define NFUNCS (sizeof fakes / sizeof fakes[0])
 
 struct fail {
 	const char *code;
@@ -121,18 +92,6 @@ static int failf(struct fail *f, const char *code, const char *fmt, ...)
 	vsnprintf(f->message, sizeof f->message, fmt, ap);
 	va_end(ap);
 	return -1;
-}
-
-static int print_fail(const struct fail *f)
-{
-	printf("{\"ok\":false,\"error\":\"%s\",\"message\":\"", f->code);
-	for (const char *p = f->message; *p; p++)
-		if (*p == '"' || *p == '\\')
-			printf("\\%c", *p);
-		else if ((unsigned char)*p >= 0x20)
-			putchar(*p);
-	printf("\"}\n");
-	return 1;
 }
 
 /* ---- the target's memory ------------------------------------------------------------------- */
@@ -152,176 +111,8 @@ static int mem_write(uint64_t addr, const void *buf, size_t n)
 	return pwrite(mem_fd, buf, n, (off_t)addr) == (ssize_t)n ? 0 : -1;
 }
 
-struct mapping {
-	uint64_t start, end;
-	char perms[5];
-	unsigned long inode;
-	int vdso, stack, named;
-};
-static struct mapping *maps;
-static size_t nmaps;
-
-static int read_maps(struct fail *f)
-{
-	char path[64], line[4096];
-	snprintf(path, sizeof path, "/proc/%d/maps", target);
-	FILE *fp = fopen(path, "re");
-	if (!fp)
-		return failf(f, errno == ENOENT || errno == ESRCH ? "gone" : "failed", "%s: %s", path, strerror(errno));
-	free(maps);
-	maps = NULL;
-	nmaps = 0;
-	size_t cap = 0;
-	while (fgets(line, sizeof line, fp)) {
-		struct mapping m = {0};
-		char name[4096] = "";
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*s %*s %lu %4095[^\n]", &m.start, &m.end, m.perms, &m.inode, name) < 4)
-			continue;
-		m.vdso = strstr(name, "[vdso]") != NULL;
-		m.stack = strstr(name, "[stack") != NULL;
-		m.named = name[0] != 0 && name[strspn(name, " ")] != 0;
-		if (nmaps == cap) {
-			cap = cap ? 2 * cap : 256;
-			maps = realloc(maps, cap * sizeof *maps);
-			if (!maps)
-				abort();
-		}
-		maps[nmaps++] = m;
-	}
-	fclose(fp);
-	if (nmaps == 0)
-		return failf(f, "gone", "process %d has no mappings (it exited)", target);
-	return 0;
-}
-
-static const struct mapping *vdso_mapping(void)
-{
-	for (size_t i = 0; i < nmaps; i++)
-		if (maps[i].vdso)
-			return &maps[i];
-	return NULL;
-}
-
-/* ---- the vDSO image ------------------------------------------------------------------------ */
-
-struct vdso {
-	uint64_t base, end;
-	unsigned char *image;
-	size_t size;
-	uint64_t offset[NFUNCS]; /* 0: not found */
-	uint64_t syscall_insn;   /* address of a `syscall` (0f 05) in the vDSO, or 0 */
-	int displaced;           /* bytes of clock_gettime relocatable into the stub, or 0 */
-};
-
-/*
- * The length of one instruction from the small set compilers put in a function prologue, for
- * moving clock_gettime's first instructions into the stub. Nothing RIP-relative and no branch:
- * anything else returns 0 and the stub uses the clock_gettime syscall instead.
- */
-static int prologue_insn_len(const unsigned char *p)
-{
-	int rex = (p[0] & 0xf0) == 0x40;
-	const unsigned char *q = p + rex;
-	if (p[0] == 0xf3 && p[1] == 0x0f && p[2] == 0x1e && p[3] == 0xfa)
-		return 4; /* endbr64 */
-	if (p[0] == 0x90)
-		return 1; /* nop */
-	if (q[0] >= 0x50 && q[0] <= 0x57)
-		return rex + 1; /* push r64 */
-	if ((q[0] == 0x89 || q[0] == 0x8b || q[0] == 0x31 || q[0] == 0x33 || q[0] == 0x85) && (q[1] & 0xc0) == 0xc0)
-		return rex + 2; /* mov / xor / test reg, reg */
-	if (q[0] == 0x83 && (q[1] & 0xc0) == 0xc0)
-		return rex + 3; /* add / or / and / sub / xor / cmp reg, imm8 */
-	if (q[0] == 0x81 && (q[1] & 0xc0) == 0xc0)
-		return rex + 6; /* the same with imm32 */
-	return 0;
-}
-
-static int load_vdso(struct vdso *v, struct fail *f)
-{
-	const struct mapping *m = vdso_mapping();
-	if (!m)
-		return failf(f, "no-vdso", "process %d has no [vdso] mapping (vdso=0 on the kernel command line?)", target);
-	v->base = m->start;
-	v->end = m->end;
-	v->size = m->end - m->start;
-	if (v->size > (1 << 20))
-		return failf(f, "unsupported-vdso", "[vdso] of %zu bytes is larger than any known vDSO", v->size);
-	v->image = malloc(v->size);
-	if (!v->image)
-		abort();
-	if (mem_read(v->base, v->image, v->size))
-		return failf(f, errno == ESRCH || errno == EIO ? "gone" : "failed", "reading the [vdso] of %d: %s", target, strerror(errno));
-
-	const unsigned char *img = v->image;
-	const Elf64_Ehdr *eh = (const void *)img;
-	if (v->size < sizeof *eh || memcmp(eh->e_ident, ELFMAG, SELFMAG))
-		return failf(f, "unsupported-vdso", "the [vdso] of %d is not an ELF image", target);
-	if (eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_machine != EM_X86_64)
-		return failf(f, "unsupported-vdso", "the [vdso] of %d is not x86-64 ELF64 (a 32-bit or x32 process)", target);
-	if (eh->e_shentsize != sizeof(Elf64_Shdr) || eh->e_phentsize != sizeof(Elf64_Phdr) ||
-	    eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr) > v->size ||
-	    eh->e_phoff + (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr) > v->size)
-		return failf(f, "unsupported-vdso", "the [vdso] ELF headers of %d are out of bounds", target);
-
-	/* st_value is a link-time address: the image is mapped from file offset 0 at base. */
-	const Elf64_Phdr *ph = (const void *)(img + eh->e_phoff), *load = NULL;
-	for (int i = 0; i < eh->e_phnum && !load; i++)
-		if (ph[i].p_type == PT_LOAD)
-			load = &ph[i];
-	const Elf64_Shdr *sh = (const void *)(img + eh->e_shoff), *dynsym = NULL;
-	for (int i = 0; i < eh->e_shnum && !dynsym; i++)
-		if (sh[i].sh_type == SHT_DYNSYM)
-			dynsym = &sh[i];
-	if (!load || !dynsym || dynsym->sh_link >= eh->e_shnum || dynsym->sh_offset + dynsym->sh_size > v->size)
-		return failf(f, "unsupported-vdso", "the [vdso] of %d has no dynamic symbol table", target);
-	const Elf64_Shdr *strtab = &sh[dynsym->sh_link];
-	if (strtab->sh_offset + strtab->sh_size > v->size)
-		return failf(f, "unsupported-vdso", "the [vdso] string table of %d is out of bounds", target);
-	const Elf64_Sym *sym = (const void *)(img + dynsym->sh_offset);
-	size_t nsyms = dynsym->sh_size / sizeof *sym;
-	const char *names = (const char *)img + strtab->sh_offset;
-
-	for (size_t k = 0; k < NFUNCS; k++) {
-		for (int pass = 0; pass < 2 && !v->offset[k]; pass++) {
-			const char *want = pass == 0 ? functions[k].vdso_name : functions[k].name;
-			for (size_t i = 0; i < nsyms; i++) {
-				if (sym[i].st_name >= strtab->sh_size || sym[i].st_shndx == SHN_UNDEF || ELF64_ST_TYPE(sym[i].st_info) != STT_FUNC)
-					continue;
-				const char *name = names + sym[i].st_name;
-				if (!memchr(name, 0, strtab->sh_size - sym[i].st_name) || strcmp(name, want))
-					continue;
-				uint64_t off = sym[i].st_value - load->p_vaddr + load->p_offset;
-				if (off >= 1 && off + EXPECT_MAX <= v->size)
-					v->offset[k] = off;
-				break;
-			}
-		}
-	}
-	for (size_t i = 0; i + 1 < v->size; i++)
-		if (img[i] == 0x0f && img[i + 1] == 0x05) {
-			v->syscall_insn = v->base + i;
-			break;
-		}
-	if (v->offset[0]) {
-		int n = 0, len;
-		while (n < JMP_LEN && (len = prologue_insn_len(img + v->offset[0] + n)) > 0)
-			n += len;
-		v->displaced = n >= JMP_LEN && n + JMP_LEN <= (int)STUB_LEN ? n : 0;
-	}
-	return 0;
-}
-
-static int find_function(const char *name)
-{
-	for (size_t k = 0; k < NFUNCS; k++)
-		if (!strcmp(functions[k].name, name))
-			return (int)k;
-	return -1;
-}
-
 /* Whether the 5 bytes at `b` (read at address `at`) jump into a page that starts with MAGIC. */
-static int jumps_to_our_page(const unsigned char *b, uint64_t at, uint64_t *page)
+static int jumps_to_our_page(const unsigned char *b, uint64_t at)
 {
 	if (b[0] != 0xe9)
 		return 0;
@@ -329,11 +120,7 @@ static int jumps_to_our_page(const unsigned char *b, uint64_t at, uint64_t *page
 	memcpy(&rel, b + 1, 4);
 	uint64_t dest = at + JMP_LEN + (int64_t)rel;
 	char magic[8];
-	if (mem_read(dest & ~(PAGE - 1), magic, sizeof magic) || memcmp(magic, MAGIC, sizeof magic))
-		return 0;
-	if (page)
-		*page = dest & ~(PAGE - 1);
-	return 1;
+	return !mem_read(dest & ~(PAGE - 1), magic, sizeof magic) && !memcmp(magic, MAGIC, sizeof magic);
 }
 
 /* ---- threads ------------------------------------------------------------------------------- */
@@ -595,69 +382,6 @@ static int remote_syscall(struct thread *t, uint64_t insn, long nr, uint64_t a1,
 
 /* ---- inject -------------------------------------------------------------------------------- */
 
-static int64_t distance(uint64_t a, uint64_t b)
-{
-	return a > b ? (int64_t)(a - b) : (int64_t)(b - a);
-}
-
-/*
- * Free pages within a rel32 jump of the vDSO, nearest first: one page from each gap between
- * mappings, keeping a page of distance from both neighbours (no VMA merge) and clear of the
- * stack's guard gap.
- */
-static size_t candidate_pages(uint64_t vdso, uint64_t *out, size_t max)
-{
-	const uint64_t reach = (1ULL << 31) - (1ULL << 20);
-	uint64_t lo_limit = vdso > reach ? vdso - reach : 0x10000, hi_limit = vdso + reach;
-	if (hi_limit > 0x7ffffffff000ULL)
-		hi_limit = 0x7ffffffff000ULL;
-	size_t n = 0;
-	for (size_t i = 0; i <= nmaps; i++) {
-		uint64_t lo = i == 0 ? 0x10000 : maps[i - 1].end + PAGE;
-		uint64_t hi = i == nmaps ? 0x7ffffffff000ULL : maps[i].start - PAGE;
-		if (i < nmaps && maps[i].stack)
-			hi = maps[i].start > (2ULL << 20) ? maps[i].start - (2ULL << 20) : 0;
-		if (lo < lo_limit)
-			lo = lo_limit;
-		if (hi > hi_limit)
-			hi = hi_limit;
-		if (hi < lo + PAGE)
-			continue;
-		uint64_t cand = hi - PAGE <= vdso ? hi - PAGE : lo;
-		size_t j;
-		if (n < max)
-			j = n++;
-		else if (distance(cand, vdso) < distance(out[max - 1], vdso))
-			j = max - 1;
-		else
-			continue;
-		out[j] = cand; /* insertion sort by distance to the vDSO */
-		for (; j > 0 && distance(out[j], vdso) < distance(out[j - 1], vdso); j--) {
-			uint64_t tmp = out[j];
-			out[j] = out[j - 1];
-			out[j - 1] = tmp;
-		}
-	}
-	return n;
-}
-
-/* A Faultline page an earlier injection left behind (anonymous, r-x, one page, MAGIC, same code). */
-static uint64_t reusable_page(uint64_t vdso, const unsigned char *code)
-{
-	size_t code_off = PAGE_OFF(fl_fake_clock_gettime), code_len = (size_t)(fl_page_end - fl_fake_clock_gettime);
-	unsigned char buf[PAGE];
-	for (size_t i = 0; i < nmaps; i++) {
-		const struct mapping *m = &maps[i];
-		if (m->end - m->start != PAGE || strcmp(m->perms, "r-xp") || m->inode || m->named)
-			continue;
-		if (distance(m->start, vdso) > (1LL << 31) - (1LL << 20) || mem_read(m->start, buf, PAGE))
-			continue;
-		if (!memcmp(buf, MAGIC, sizeof MAGIC) && !memcmp(buf + code_off, code + code_off, code_len))
-			return m->start;
-	}
-	return 0;
-}
-
 static int put_rel32_jmp(unsigned char *at, uint64_t from, uint64_t to)
 {
 	int64_t rel = (int64_t)(to - (from + JMP_LEN));
@@ -669,6 +393,23 @@ static int put_rel32_jmp(unsigned char *at, uint64_t from, uint64_t to)
 	return 0;
 }
 
+/*
+ * Nothing may interrupt us between stopping a thread and detaching it: every signal that can be
+ * blocked is (a write to a closed stdout then fails with EPIPE instead of killing us).
+ */
+static int open_mem(struct fail *f)
+{
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/mem", target);
+	mem_fd = open(path, O_RDWR | O_CLOEXEC);
+	if (mem_fd < 0)
+		return failf(f, errno == ENOENT || errno == ESRCH ? "gone" : "failed", "%s: %s", path, strerror(errno));
+	return 0;
+}
+
 struct patch {
 	int func;
 	uint64_t address;
@@ -677,21 +418,20 @@ struct patch {
 	unsigned char jmp[JMP_LEN];
 };
 
-static int do_inject(uint64_t want_vdso, int64_t offset_ns, uint64_t mask, struct patch *p, int np, struct fail *f)
+/* Whether `at` holds a Faultline page with the code of this build (an earlier skew's, reusable). */
+static int is_our_page(uint64_t at, const unsigned char *page)
 {
-	struct vdso v = {0};
-	if (read_maps(f) || load_vdso(&v, f))
-		return -1;
-	if (v.base != want_vdso)
-		return failf(f, "vdso-moved", "the [vdso] of %d is at 0x%" PRIx64 ", not 0x%" PRIx64 " (it exec'd)", target, v.base, want_vdso);
+	size_t code_off = PAGE_OFF(fl_fake_clock_gettime), code_len = (size_t)(fl_page_end - fl_fake_clock_gettime);
+	unsigned char buf[PAGE];
+	return at && !mem_read(at, buf, PAGE) && !memcmp(buf, MAGIC, sizeof MAGIC) && !memcmp(buf + code_off, page + code_off, code_len);
+}
+
+static int do_inject(int64_t offset_ns, uint64_t mask, uint64_t syscall_insn, int displaced, uint64_t reuse, const uint64_t *pages, int npages,
+		     struct patch *p, int np, struct fail *f)
+{
 	uint64_t addrs[MAX_PATCHES];
-	for (int i = 0; i < np; i++) {
-		if (!v.offset[p[i].func])
-			return failf(f, "unsupported-vdso", "the vDSO of %d does not export %s", target, functions[p[i].func].name);
-		p[i].address = addrs[i] = v.base + v.offset[p[i].func];
-	}
-	if (!v.syscall_insn)
-		return failf(f, "unsupported-vdso", "the vDSO of %d holds no syscall instruction to run mmap with", target);
+	for (int i = 0; i < np; i++)
+		addrs[i] = p[i].address;
 
 	/* Stop every thread where none is in the middle of the bytes about to change. */
 	pid_t busy = 0;
@@ -705,28 +445,23 @@ static int do_inject(uint64_t want_vdso, int64_t offset_ns, uint64_t mask, struc
 			return failf(f, "busy", "thread %d stayed inside a vDSO function entry for %d attempts", busy, BUSY_RETRIES);
 		sleep_us(1000);
 	}
-	/* From here on the threads are stopped: re-read what could have changed meanwhile. */
-	if (read_maps(f)) {
-		detach_all();
-		return -1;
-	}
-	if (!vdso_mapping() || vdso_mapping()->start != v.base) {
-		detach_all();
-		return failf(f, "vdso-moved", "the [vdso] of %d moved while attaching (it exec'd)", target);
-	}
+	/* From here on the threads are stopped: memory is what it is, and must be what we were told. */
 	for (int i = 0; i < np; i++) {
 		unsigned char now[EXPECT_MAX];
 		if (mem_read(p[i].address, now, (size_t)p[i].expect_len)) {
+			int err = errno;
 			detach_all();
-			return failf(f, "gone", "reading %s of %d: %s", functions[p[i].func].name, target, strerror(errno));
+			if (err == EIO) /* not mapped: exec replaced the address space since the agent read it */
+				return failf(f, "vdso-moved", "0x%" PRIx64 " of %d is no longer mapped (it exec'd)", p[i].address, target);
+			return failf(f, "gone", "reading 0x%" PRIx64 " of %d: %s", p[i].address, target, strerror(err));
 		}
 		if (memcmp(now, p[i].expect, (size_t)p[i].expect_len)) {
-			char got[2 * EXPECT_MAX + 1];
-			hex(got, now, (size_t)p[i].expect_len);
-			int ours = jumps_to_our_page(now, p[i].address, NULL);
+			int ours = jumps_to_our_page(now, p[i].address);
 			detach_all();
-			return failf(f, "mismatch", "%s of %d holds %s, not the expected bytes: %s", functions[p[i].func].name, target, got,
-				     ours ? "it is already skewed by Faultline" : "another tool (a debugger, another chaos tool) changed it");
+			if (ours)
+				return failf(f, "skewed", "0x%" PRIx64 " of %d already jumps into a Faultline page: it is already skewed by Faultline", p[i].address, target);
+			return failf(f, "mismatch", "0x%" PRIx64 " of %d does not hold the expected bytes: another tool (a debugger, another chaos tool) changed it",
+				     p[i].address, target);
 		}
 	}
 
@@ -743,44 +478,39 @@ static int do_inject(uint64_t want_vdso, int64_t offset_ns, uint64_t mask, struc
 	memcpy(page + OFF_NSEC, &nsec, 8);
 	memcpy(page + OFF_MASK, &mask, 8);
 
-	uint64_t at = reusable_page(v.base, page);
+	uint64_t at = is_our_page(reuse, page) ? reuse : 0;
 	int reused = at != 0;
 	struct thread *runner = &threads[0];
-	if (!reused) {
-		uint64_t cands[16];
-		size_t nc = candidate_pages(v.base, cands, 16);
-		for (size_t i = 0; i < nc && !at; i++) {
-			int64_t r = 0;
-			if (remote_syscall(runner, v.syscall_insn, SYS_mmap, cands[i], PAGE, PROT_READ | PROT_EXEC,
-					   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, (uint64_t)-1, 0, &r, f)) {
-				detach_all();
-				return -1;
-			}
-			if ((uint64_t)r == cands[i])
-				at = cands[i];
-			else if (r > 0) /* a kernel without MAP_FIXED_NOREPLACE put it elsewhere */
-				remote_syscall(runner, v.syscall_insn, SYS_munmap, (uint64_t)r, PAGE, 0, 0, 0, 0, &r, f);
-		}
-		if (!at) {
+	for (int i = 0; i < npages && !at; i++) {
+		int64_t r = 0;
+		if (remote_syscall(runner, syscall_insn, SYS_mmap, pages[i], PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+				   (uint64_t)-1, 0, &r, f)) {
 			detach_all();
-			return failf(f, "no-room", "no free page within 2 GiB of the [vdso] of %d", target);
+			return -1;
 		}
+		if ((uint64_t)r == pages[i])
+			at = pages[i];
+		else if (r > 0) /* a kernel without MAP_FIXED_NOREPLACE put it elsewhere */
+			remote_syscall(runner, syscall_insn, SYS_munmap, (uint64_t)r, PAGE, 0, 0, 0, 0, &r, f);
+	}
+	if (!at) {
+		detach_all();
+		return failf(f, "no-room", "none of the %d pages offered within 2 GiB of the [vdso] of %d could be mapped", npages, target);
 	}
 	uint64_t stub = at + PAGE_OFF(fl_real_clock_gettime);
-	uint64_t cgt = v.base + v.offset[0];
-	if (v.displaced) {
+	if (displaced) {
 		memset(page + PAGE_OFF(fl_real_clock_gettime), 0xcc, STUB_LEN);
-		memcpy(page + PAGE_OFF(fl_real_clock_gettime), v.image + v.offset[0], (size_t)v.displaced);
-		put_rel32_jmp(page + PAGE_OFF(fl_real_clock_gettime) + v.displaced, stub + (uint64_t)v.displaced, cgt + (uint64_t)v.displaced);
+		memcpy(page + PAGE_OFF(fl_real_clock_gettime), p[0].expect, (size_t)displaced);
+		put_rel32_jmp(page + PAGE_OFF(fl_real_clock_gettime) + displaced, stub + (uint64_t)displaced, p[0].address + (uint64_t)displaced);
 	}
 	int bad = 0;
 	for (int i = 0; i < np; i++)
-		bad |= put_rel32_jmp(p[i].jmp, p[i].address, at + PAGE_OFF(functions[p[i].func].fake));
+		bad |= put_rel32_jmp(p[i].jmp, p[i].address, at + PAGE_OFF(fakes[p[i].func]));
 	unsigned char check[PAGE];
 	if (bad || mem_write(at, page, PAGE) || mem_read(at, check, PAGE) || memcmp(check, page, PAGE)) {
 		int64_t r;
 		if (!reused)
-			remote_syscall(runner, v.syscall_insn, SYS_munmap, at, PAGE, 0, 0, 0, 0, &r, f);
+			remote_syscall(runner, syscall_insn, SYS_munmap, at, PAGE, 0, 0, 0, 0, &r, f);
 		detach_all();
 		return failf(f, "failed", "writing the page at 0x%" PRIx64 " in %d: %s", at, target, bad ? "out of jump range" : strerror(errno));
 	}
@@ -793,64 +523,36 @@ static int do_inject(uint64_t want_vdso, int64_t offset_ns, uint64_t mask, struc
 			for (int j = i; j >= 0; j--)
 				mem_write(p[j].address, p[j].expect, JMP_LEN);
 			detach_all();
-			return failf(f, "failed", "patching %s of %d: %s", functions[p[i].func].name, target, strerror(err));
+			return failf(f, "failed", "patching 0x%" PRIx64 " of %d: %s", p[i].address, target, strerror(err));
 		}
 	}
 	size_t stopped = nthreads;
 	detach_all();
-
-	printf("{\"ok\":true,\"pid\":%d,\"threads\":%zu,\"vdso\":\"0x%" PRIx64 "\",\"page\":\"0x%" PRIx64 "\",\"pageReused\":%s,", target, stopped, v.base, at,
-	       reused ? "true" : "false");
-	printf("\"relocation\":\"%s\",\"displaced\":%d,\"patches\":[", v.displaced ? "displaced" : "syscall", v.displaced);
-	for (int i = 0; i < np; i++) {
-		char orig[2 * EXPECT_MAX + 1], jmp[2 * JMP_LEN + 1];
-		hex(orig, p[i].expect, (size_t)p[i].expect_len);
-		hex(jmp, p[i].jmp, JMP_LEN);
-		printf("%s{\"symbol\":\"%s\",\"address\":\"0x%" PRIx64 "\",\"original\":\"%s\",\"patched\":\"%s\"}", i ? "," : "", functions[p[i].func].name,
-		       p[i].address, orig, jmp);
-	}
-	printf("]}\n");
+	printf("ok 0x%" PRIx64 " %d %zu\n", at, reused, stopped);
 	return 0;
 }
 
 /* ---- restore ------------------------------------------------------------------------------- */
 
-static int do_restore(uint64_t want_vdso, struct patch *p, int np, struct fail *f)
+static int do_restore(struct patch *p, int np, struct fail *f)
 {
-	if (read_maps(f))
-		return -1;
-	const struct mapping *m = vdso_mapping();
-	if (!m || m->start != want_vdso) {
-		/* exec replaced the whole address space: nothing of ours is left in it */
-		printf("{\"ok\":true,\"pid\":%d,\"threads\":0,\"result\":\"vdso-moved\",\"patches\":[]}\n", target);
-		return 0;
-	}
-	for (int i = 0; i < np; i++)
-		if (p[i].address < m->start || p[i].address + (uint64_t)p[i].expect_len > m->end)
-			return failf(f, "failed", "address 0x%" PRIx64 " is outside the [vdso] of %d", p[i].address, target);
 	if (attach_all(f))
 		return -1;
-	if (read_maps(f)) {
-		detach_all();
-		return -1;
-	}
-	if (!vdso_mapping() || vdso_mapping()->start != want_vdso) {
-		detach_all();
-		printf("{\"ok\":true,\"pid\":%d,\"threads\":0,\"result\":\"vdso-moved\",\"patches\":[]}\n", target);
-		return 0;
-	}
 	const char *result[MAX_PATCHES];
-	int restored = 0, foreign = 0;
 	for (int i = 0; i < np; i++) {
 		unsigned char now[EXPECT_MAX];
 		if (mem_read(p[i].address, now, (size_t)p[i].expect_len)) {
 			int err = errno;
+			if (err == EIO) { /* not mapped: exec replaced the address space, nothing of ours is left */
+				result[i] = "unmapped";
+				continue;
+			}
 			detach_all();
-			return failf(f, err == ESRCH || err == EIO ? "gone" : "failed", "reading 0x%" PRIx64 " in %d: %s", p[i].address, target, strerror(err));
+			return failf(f, err == ESRCH ? "gone" : "failed", "reading 0x%" PRIx64 " in %d: %s", p[i].address, target, strerror(err));
 		}
 		if (!memcmp(now, p[i].expect, (size_t)p[i].expect_len)) {
 			result[i] = "clean";
-		} else if (jumps_to_our_page(now, p[i].address, NULL)) {
+		} else if (jumps_to_our_page(now, p[i].address)) {
 			if (mem_write(p[i].address, p[i].expect, (size_t)p[i].expect_len) || mem_read(p[i].address, now, (size_t)p[i].expect_len) ||
 			    memcmp(now, p[i].expect, (size_t)p[i].expect_len)) {
 				int err = errno;
@@ -858,47 +560,16 @@ static int do_restore(uint64_t want_vdso, struct patch *p, int np, struct fail *
 				return failf(f, "failed", "writing the original bytes back at 0x%" PRIx64 " in %d: %s", p[i].address, target, strerror(err));
 			}
 			result[i] = "restored";
-			restored++;
 		} else {
 			result[i] = "foreign";
-			foreign++;
 		}
 	}
 	size_t stopped = nthreads;
 	detach_all();
-	printf("{\"ok\":true,\"pid\":%d,\"threads\":%zu,\"result\":\"%s\",\"patches\":[", target, stopped,
-	       restored ? "restored" : foreign ? "foreign" : "clean");
+	printf("ok %zu", stopped);
 	for (int i = 0; i < np; i++)
-		printf("%s{\"address\":\"0x%" PRIx64 "\",\"result\":\"%s\"}", i ? "," : "", p[i].address, result[i]);
-	printf("]}\n");
-	return 0;
-}
-
-/* ---- inspect ------------------------------------------------------------------------------- */
-
-static int do_inspect(struct fail *f)
-{
-	struct vdso v = {0};
-	if (read_maps(f) || load_vdso(&v, f))
-		return -1;
-	printf("{\"ok\":true,\"pid\":%d,\"vdso\":\"0x%" PRIx64 "\",\"vdsoEnd\":\"0x%" PRIx64 "\",\"relocation\":\"%s\",\"displaced\":%d,\"symbols\":[", target,
-	       v.base, v.end, v.displaced ? "displaced" : "syscall", v.displaced);
-	int first = 1;
-	for (size_t k = 0; k < NFUNCS; k++) {
-		if (!v.offset[k])
-			continue;
-		char bytes[2 * 16 + 1];
-		uint64_t page = 0;
-		hex(bytes, v.image + v.offset[k], 16);
-		int ours = jumps_to_our_page(v.image + v.offset[k], v.base + v.offset[k], &page);
-		printf("%s{\"symbol\":\"%s\",\"address\":\"0x%" PRIx64 "\",\"offset\":%" PRIu64 ",\"bytes\":\"%s\",\"ours\":%s", first ? "" : ",",
-		       functions[k].name, v.base + v.offset[k], v.offset[k], bytes, ours ? "true" : "false");
-		if (ours)
-			printf(",\"page\":\"0x%" PRIx64 "\"", page);
-		printf("}");
-		first = 0;
-	}
-	printf("]}\n");
+		printf(" %s", result[i]);
+	printf("\n");
 	return 0;
 }
 
@@ -906,102 +577,106 @@ static int do_inspect(struct fail *f)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: faultline-timeskew inspect PID|self\n"
-			"       faultline-timeskew inject PID START_TIME VDSO OFFSET_NS CLOCK_MASK SYMBOL=HEX...\n"
-			"       faultline-timeskew restore PID START_TIME VDSO ADDRESS=HEX...\n");
+	fprintf(stderr, "usage: faultline-timeskew inject PID START_TIME OFFSET_NS CLOCK_MASK SYSCALL_ADDR DISPLACED REUSE_PAGE PAGES FUNCTION:ADDRESS:HEX...\n"
+			"       faultline-timeskew restore PID START_TIME ADDRESS:HEX...\n");
 	return 2;
 }
 
-static int parse_u64(const char *s, uint64_t *out)
+static int parse_u64(const char *s, uint64_t *out, char **end)
 {
-	char *end;
+	char *e;
 	errno = 0;
-	*out = strtoull(s, &end, 0);
-	return errno || *end || end == s ? -1 : 0;
+	*out = strtoull(s, &e, 0);
+	if (errno || e == s || (end ? 0 : *e))
+		return -1;
+	if (end)
+		*end = e;
+	return 0;
+}
+
+static int unhex(const char *s, unsigned char *out, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n % 2 || n / 2 > max)
+		return -1;
+	for (size_t i = 0; i < n / 2; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (unsigned char)v;
+	}
+	return (int)(n / 2);
+}
+
+/* ADDRESS:HEX, after an optional FUNCTION: when `with_func`. */
+static int parse_patch(char *arg, int with_func, struct patch *p)
+{
+	memset(p, 0, sizeof *p);
+	char *e;
+	uint64_t v;
+	if (with_func) {
+		if (parse_u64(arg, &v, &e) || *e != ':' || v >= NFUNCS)
+			return -1;
+		p->func = (int)v;
+		arg = e + 1;
+	}
+	if (parse_u64(arg, &p->address, &e) || *e != ':')
+		return -1;
+	p->expect_len = unhex(e + 1, p->expect, EXPECT_MAX);
+	return p->expect_len < JMP_LEN ? -1 : 0;
 }
 
 int main(int argc, char **argv)
 {
 	struct fail f = {0};
-	if (argc < 3)
+	if (argc < 5)
 		return usage();
 	const char *mode = argv[1];
-	if (!strcmp(mode, "inspect") && !strcmp(argv[2], "self")) {
-		target = getpid();
-	} else {
-		uint64_t pid;
-		if (parse_u64(argv[2], &pid) || pid < 1 || pid > 4194304)
-			return usage();
-		target = (pid_t)pid;
-	}
+	uint64_t pid;
+	if (parse_u64(argv[2], &pid, NULL) || pid < 1 || pid > 4194304 || parse_u64(argv[3], &target_start_time, NULL))
+		return usage();
+	target = (pid_t)pid;
 
-	/*
-	 * Nothing may interrupt us between stopping a thread and detaching it: block every signal
-	 * that can be blocked (a write to a closed stdout then fails with EPIPE instead of killing us).
-	 */
-	sigset_t all;
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, NULL);
-
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/mem", target);
-	mem_fd = open(path, (strcmp(mode, "inspect") ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (mem_fd < 0)
-	{
-		failf(&f, errno == ENOENT || errno == ESRCH ? "gone" : "failed", "%s: %s", path, strerror(errno));
-		return print_fail(&f);
-	}
-
-	int rc;
-	if (!strcmp(mode, "inspect") && argc == 3) {
-		rc = do_inspect(&f);
-	} else if (!strcmp(mode, "inject") && argc >= 8 && argc - 7 <= MAX_PATCHES) {
-		uint64_t vdso, mask;
+	struct patch p[MAX_PATCHES];
+	int np = 0, rc;
+	if (!strcmp(mode, "inject") && argc >= 11 && argc - 10 <= MAX_PATCHES) {
+		uint64_t mask, syscall_insn, displaced, reuse, pages[MAX_PAGES];
 		char *end;
 		errno = 0;
-		long long offset_ns = strtoll(argv[5], &end, 10);
-		if (parse_u64(argv[3], &target_start_time) || parse_u64(argv[4], &vdso) || errno || *end || parse_u64(argv[6], &mask))
+		long long offset_ns = strtoll(argv[4], &end, 10);
+		if (errno || *end || parse_u64(argv[5], &mask, NULL) || parse_u64(argv[6], &syscall_insn, NULL) || parse_u64(argv[7], &displaced, NULL) ||
+		    parse_u64(argv[8], &reuse, NULL) || displaced > STUB_LEN - JMP_LEN || !syscall_insn)
 			return usage();
-		struct patch p[MAX_PATCHES];
-		int np = 0, have_cgt = 0;
-		for (int i = 7; i < argc; i++, np++) {
-			char *eq = strchr(argv[i], '=');
-			if (!eq)
+		int npages = 0;
+		for (char *s = argv[9]; *s; npages++) {
+			if (npages == MAX_PAGES || parse_u64(s, &pages[npages], &end) || (*end && *end != ','))
 				return usage();
-			*eq = 0;
-			memset(&p[np], 0, sizeof p[np]);
-			p[np].func = find_function(argv[i]);
-			p[np].expect_len = unhex(eq + 1, p[np].expect, EXPECT_MAX);
-			if (p[np].func < 0 || p[np].expect_len < JMP_LEN)
-				return usage();
-			have_cgt |= p[np].func == 0;
+			s = *end ? end + 1 : end;
 		}
-		if (!have_cgt)
+		for (int i = 10; i < argc; i++, np++)
+			if (parse_patch(argv[i], 1, &p[np]))
+				return usage();
+		/* clock_gettime first: the displaced bytes of the stub are its. */
+		if (p[0].func != 0 || (int)displaced > p[0].expect_len)
 			return usage();
-		rc = do_inject(vdso, offset_ns, mask, p, np, &f);
-	} else if (!strcmp(mode, "restore") && argc >= 6 && argc - 5 <= MAX_PATCHES) {
-		uint64_t vdso;
-		if (parse_u64(argv[3], &target_start_time) || parse_u64(argv[4], &vdso))
-			return usage();
-		struct patch p[MAX_PATCHES];
-		int np = 0;
-		for (int i = 5; i < argc; i++, np++) {
-			char *eq = strchr(argv[i], '=');
-			if (!eq)
+		if ((rc = open_mem(&f)) == 0)
+			rc = do_inject(offset_ns, mask, syscall_insn, (int)displaced, reuse, pages, npages, p, np, &f);
+	} else if (!strcmp(mode, "restore") && argc - 4 <= MAX_PATCHES) {
+		for (int i = 4; i < argc; i++, np++)
+			if (parse_patch(argv[i], 0, &p[np]))
 				return usage();
-			*eq = 0;
-			memset(&p[np], 0, sizeof p[np]);
-			if (parse_u64(argv[i], &p[np].address))
-				return usage();
-			p[np].expect_len = unhex(eq + 1, p[np].expect, EXPECT_MAX);
-			if (p[np].expect_len < JMP_LEN)
-				return usage();
-		}
-		rc = do_restore(vdso, p, np, &f);
+		if ((rc = open_mem(&f)) == 0)
+			rc = do_restore(p, np, &f);
 	} else {
 		return usage();
 	}
-	if (rc)
-		return print_fail(&f);
+	if (rc) {
+		printf("err %s ", f.code);
+		for (const char *c = f.message; *c; c++)
+			putchar(*c == '\n' ? ' ' : *c);
+		printf("\n");
+		fflush(stdout);
+		return 1;
+	}
 	return fflush(stdout) == 0 ? 0 : 1;
 }

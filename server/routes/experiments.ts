@@ -22,7 +22,7 @@ function checkExperiment(spec: Experiment): void {
 
 export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = async (app, { ctx }) => {
   const { store, runs, scheduler } = ctx
-  const view = (row: ExperimentRow) => {
+  const view = (row: ExperimentRow): ExperimentView => {
     const next = scheduler.nextRun(row.name)
     const last = store.runs(1, row.name)[0]
     return {

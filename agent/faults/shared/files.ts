@@ -43,7 +43,7 @@ import {
   futimens,
   linkFd,
   openat2,
-} from './files-native.js'
+} from '../../native/files.js'
 import { ownFdPath } from '../../host-paths.js'
 
 /*

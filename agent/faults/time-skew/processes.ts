@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { isGoneError, isKernelThread, listPids, readStat, type ProcStat } from '../../targets/procfs.js'
+import { isKernelThread, listPids, readMaps, readStat, type ProcStat } from '../../targets/procfs.js'
 
 /**
  * Which processes a time-skew acts on, read from /proc and cgroupfs: the processes of a
@@ -14,23 +14,13 @@ export interface VdsoView {
   execPages: Set<string>
 }
 
-/** Reads /proc/<pid>/maps; undefined when the process is gone or has no [vdso]. */
+/** From /proc/<pid>/maps; undefined when the process is gone or has no [vdso]. */
 export function readVdsoView(procRoot: string, pid: number): VdsoView | undefined {
-  let text: string
-  try {
-    text = readFileSync(join(procRoot, String(pid), 'maps'), 'utf8')
-  } catch (err) {
-    if (isGoneError(err) || (err as NodeJS.ErrnoException).code === 'EACCES') return undefined
-    throw err
-  }
   let vdso: string | undefined
   const execPages = new Set<string>()
-  for (const line of text.split('\n')) {
-    // start-end perms offset dev inode [path]
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)\s*(.*)$/.exec(line)
-    if (!m) continue
-    if (m[5] === '[vdso]') vdso = `0x${m[1]}`
-    else if (m[3] === 'r-xp' && m[4] === '0' && m[5] === '' && BigInt(`0x${m[2]}`) - BigInt(`0x${m[1]}`) === 4096n) execPages.add(`0x${m[1]}`)
+  for (const m of readMaps(procRoot, pid) ?? []) {
+    if (m.name === '[vdso]') vdso = `0x${m.start.toString(16)}`
+    else if (m.perms === 'r-xp' && m.inode === 0 && m.name === '' && m.end - m.start === 4096n) execPages.add(`0x${m.start.toString(16)}`)
   }
   return vdso ? { vdso, execPages } : undefined
 }

@@ -79,10 +79,10 @@ function applyError(procRoot: string, p: Exact, err: TimeskewHelperError): Fault
         `${who} is traced${tracer && tracer !== '0' ? ` by pid ${tracer}` : ''} (a debugger, strace or another tool): ptrace allows one tracer at a time; detach it and retry`,
       )
     }
+    case 'skewed':
+      return new FaultlineError('FAULTLINE_ERR_TARGET_BUSY', `${who} is already skewed by another time-skew injection; recover it first`)
     case 'mismatch':
-      return /already skewed by Faultline/.test(err.message)
-        ? new FaultlineError('FAULTLINE_ERR_TARGET_BUSY', `${who} is already skewed by another time-skew injection; recover it first`)
-        : new FaultlineError('FAULTLINE_ERR_TARGET_STATE', `${who}: ${err.message}; Faultline patches only an unmodified vDSO`)
+      return new FaultlineError('FAULTLINE_ERR_TARGET_STATE', `${who}: ${err.message}; Faultline patches only an unmodified vDSO`)
     case 'busy':
     case 'timeout':
       return new FaultlineError('FAULTLINE_ERR_TARGET_STATE', `${who}: ${err.message}; retry`)
@@ -158,14 +158,7 @@ export class SkewSession {
       this.#save()
       let result
       try {
-        result = await injectSkew(
-          p.pid,
-          p.startTime,
-          view.vdso,
-          this.#params.offsetNs,
-          this.#params.clockMask,
-          this.#params.functions.map((symbol) => ({ symbol, bytes: this.#pristine.functions[symbol].bytes })),
-        )
+        result = await injectSkew({ procRoot: this.#procRoot }, p.pid, p.startTime, view.vdso, this.#params.offsetNs, this.#params.clockMask, entry.patches)
       } catch (err) {
         // The helper reports a refusal only after putting back whatever it had written; a
         // helper that died has an unknown outcome, so its 'patching' entry stays for recovery.
@@ -176,14 +169,13 @@ export class SkewSession {
         if (err.code === 'vdso-moved' && attempt === 0) continue // it exec'd meanwhile: once more
         throw applyError(this.#procRoot, p, err)
       }
-      if (result.vdso !== entry.vdso || result.patches.some((r, i) => r.address !== entry.patches[i]!.address)) {
-        throw new Error(`the helper patched ${result.patches.map((r) => r.address).join(', ')} in ${describeProcess(p)}, not the journaled ${entry.patches.map((e) => e.address).join(', ')}`)
-      }
       entry.status = 'patched'
       entry.page = result.page
-      result.patches.forEach((r, i) => (entry.patches[i]!.patched = r.patched))
+      result.patched.forEach((bytes, i) => {
+        if (bytes) entry.patches[i]!.patched = bytes
+      })
       this.#save()
-      this.#log.info({ pid: p.pid, threads: result.threads, vdso: result.vdso, page: result.page, pageReused: result.pageReused }, 'vDSO patched')
+      this.#log.info({ pid: p.pid, threads: result.threads, vdso: entry.vdso, page: result.page, pageReused: result.pageReused }, 'vDSO patched')
       return 'patched'
     }
   }
@@ -225,7 +217,7 @@ export class SkewSession {
     const parent = this.state.processes.find((p) => p.status !== 'patching' && p.vdso === view.vdso && p.page && view.execPages.has(p.page))
     if (!parent) return false
     // Same addresses, but is the patch really there (and not a page left by an earlier injection)?
-    const seen = await inspectVdso(stat.pid).catch(() => undefined)
+    const seen = await inspectVdso(stat.pid, { procRoot: this.#procRoot }).catch(() => undefined)
     const cgt = seen?.symbols.find((s) => s.symbol === 'clock_gettime')
     if (!cgt?.ours || cgt.page !== parent.page) return false
     this.state.processes.push({ ...parent, pid: stat.pid, startTime: stat.startTime, comm: stat.comm, status: 'inherited', patches: parent.patches.map((x) => ({ ...x })) })
@@ -244,7 +236,7 @@ async function restoreOne(procRoot: string, p: { pid: number; startTime: number;
   if (!stat || stat.state === 'Z' || stat.state === 'X') return 'exited'
   if (stat.startTime !== p.startTime) return 'pid-reused'
   try {
-    return (await restoreSkew(p.pid, p.startTime, p.vdso, p.patches)).result
+    return (await restoreSkew({ procRoot }, p.pid, p.startTime, p.vdso, p.patches)).result
   } catch (err) {
     // 'gone' from the helper: exited, or the pid changed hands, while it attached.
     if (err instanceof TimeskewHelperError && err.code === 'gone' && readStat(procRoot, p.pid)?.startTime !== p.startTime) return 'exited'

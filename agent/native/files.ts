@@ -1,6 +1,6 @@
 import { closeSync } from 'node:fs'
-import { errnoError, load } from '../../native/libc.js'
-import { ownFdPath } from '../../host-paths.js'
+import { errnoError, load } from './libc.js'
+import { ownFdPath } from '../host-paths.js'
 
 /**
  * The three libc entry points the file faults need and Node does not expose:
@@ -13,7 +13,7 @@ import { ownFdPath } from '../../host-paths.js'
  *  - futimens(2): puts atime and mtime back to the nanosecond (fs.futimes takes a double of
  *    seconds and loses the last digits).
  *
- * Bound through agent/native/libc.ts (loaded lazily, called synchronously: each call is one
+ * Bound through libc.ts (loaded lazily, called synchronously: each call is one
  * short syscall on a file descriptor). openat2 is syscall 437 on every architecture (added after the tables were
  * unified in 5.1); it needs Linux 5.6.
  */
