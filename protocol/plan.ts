@@ -17,7 +17,12 @@ export type PlanStep = Static<typeof PlanStepSchema>
 
 /** The kind-specific plan: steps for people, the other fields for apply. */
 export const PlanSchema = Type.Object(
-  { steps: Type.Array(PlanStepSchema) },
+  {
+    steps: Type.Array(PlanStepSchema),
+    claims: Type.Optional(
+      Type.Array(Type.String(), { description: 'Host resources held exclusively while the injection is on the host, e.g. "tc-root:<netns inode>:eth0"' }),
+    ),
+  },
   { additionalProperties: true },
 )
 export type Plan = Static<typeof PlanSchema> & Record<string, unknown>

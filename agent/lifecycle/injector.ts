@@ -6,10 +6,11 @@ import type { Capabilities, FeatureMap } from '../../protocol/capabilities.js'
 import { formatDuration, parseDuration } from '../../protocol/duration.js'
 import { FaultlineError, isFaultlineError, type ErrorCode } from '../../protocol/errors.js'
 import { newId } from '../../protocol/id.js'
+import type { Plan } from '../../protocol/plan.js'
 import type { CreateInjectionBody, Injection, InjectionStatus, RecoverReason, UpdateReason } from '../../protocol/injection.js'
 import { describeTarget, targetKey, type ResolvedTarget } from '../../protocol/target.js'
 import { runnerFor, runnerNamed, type KindRunner, type PlannedTarget } from '../faults/runner.js'
-import type { ControlChannel, GatherContext, PlanBase } from '../faults/types.js'
+import type { ControlChannel, GatherContext } from '../faults/types.js'
 import type { HostPaths } from '../host-paths.js'
 import type { Journal, JournalRow, NewJournalRow } from '../journal/journal.js'
 import type { AgentMetrics } from '../metrics.js'
@@ -118,8 +119,8 @@ export class Injector {
     return this.#closing
   }
 
-  #claimsOf(row: { plan: unknown }): string[] {
-    return (row.plan as PlanBase).claims ?? []
+  #claimsOf(row: { plan: Plan }): string[] {
+    return row.plan.claims ?? []
   }
 
   #releaseClaims(id: string): void {
