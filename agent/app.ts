@@ -69,7 +69,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   const journal = new Journal(opts.stateDir)
   const capabilities = new CapabilityStore({ procRoot: paths.procRoot, devDir: paths.devDir, runtimeSockets }, log.child({ component: 'capabilities' }))
   // The API port network faults exempt: known once main.ts listens (none on a Unix socket).
-  let listening: FastifyInstance | undefined
+  let listening: Pick<FastifyInstance, 'server'> | undefined
   const apiPort = () => opts.apiPort ?? tcpPortOf(listening)
   const metrics = createMetrics(() => journal.countOpenByKind())
   const injector = new Injector({
@@ -112,7 +112,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     hardenedFastifyOptions({ log, bodyLimit: opts.bodyLimit ?? 64 * 1024, clientCerts: 'require', ...(opts.tls ? { tls: opts.tls } : {}) }),
   ).withTypeProvider<TypeBoxTypeProvider>()
 
-  listening = app as unknown as FastifyInstance
+  listening = app
   app.decorate('injector', injector)
   app.decorate('link', link)
   app.addHook('onClose', async () => {
@@ -141,7 +141,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
 }
 
 /** The TCP port a built app listens on; undefined before listen or on a Unix socket. */
-function tcpPortOf(app: FastifyInstance | undefined): number | undefined {
+function tcpPortOf(app: Pick<FastifyInstance, 'server'> | undefined): number | undefined {
   const address = app?.server.address()
   return address && typeof address === 'object' ? address.port : undefined
 }

@@ -17,7 +17,7 @@ export interface AgentConfig extends TlsFlags {
   serverCa?: string
   /** The id to enrol under (default: the hostname). */
   name?: string
-  /** Runtime API sockets, each replacing that runtime's default paths (agent/capabilities/probe.ts). */
+  /** Runtime API sockets, each replacing that runtime's default paths (defaultRuntimeSockets, agent/host-paths.ts). */
   dockerSocket?: string
   containerdSocket?: string
   podmanSocket?: string
