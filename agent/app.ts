@@ -13,6 +13,7 @@ import { FAULTLINE_VERSION } from '../common/version.js'
 import type { ProbeOptions } from './capabilities/probe.js'
 import { CapabilityStore } from './capabilities/store.js'
 import { OWN_NETNS, defaultRuntimeSockets, hostPaths, type HostPaths } from './host-paths.js'
+import type { HostPolicyCheck } from './policy.js'
 import { Journal } from './journal/journal.js'
 import { Injector } from './lifecycle/injector.js'
 import { AgentLink, type AgentLinkOptions } from './link/link.js'
@@ -39,6 +40,8 @@ export interface AgentOptions {
   bodyLimit?: number
   /** The API port, when known before listening (default: the port the agent listens on, once it does). */
   apiPort?: number
+  /** The host policy (--policy), enforced on every request whoever sends it. */
+  policy?: HostPolicyCheck
   /** TCP ports network faults never cut unless a spec opts out (default [22], SSH). */
   protectTcpPorts?: number[]
   /**
@@ -67,7 +70,10 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   const runtimeSockets = opts.runtimeSockets ?? defaultRuntimeSockets
   const targets = { paths, selfPid: process.pid, hostname: hostname(), runtimeSockets }
   const journal = new Journal(opts.stateDir)
-  const capabilities = new CapabilityStore({ procRoot: paths.procRoot, devDir: paths.devDir, runtimeSockets }, log.child({ component: 'capabilities' }))
+  const capabilities = new CapabilityStore(
+    { procRoot: paths.procRoot, devDir: paths.devDir, runtimeSockets, ...(opts.policy ? { policy: opts.policy } : {}) },
+    log.child({ component: 'capabilities' }),
+  )
   // The API port network faults exempt: known once main.ts listens (none on a Unix socket).
   let listening: Pick<FastifyInstance, 'server'> | undefined
   const apiPort = () => opts.apiPort ?? tcpPortOf(listening)
@@ -83,6 +89,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     maxDurationMs: opts.maxDurationMs,
     control: { agentNetnsInode: statSync(OWN_NETNS).ino, tcpPorts: opts.protectTcpPorts ?? [22], apiPort },
     ...(opts.minDurationMs !== undefined ? { minDurationMs: opts.minDurationMs } : {}),
+    ...(opts.policy ? { policy: opts.policy } : {}),
   })
 
   const link = opts.link

@@ -1,9 +1,11 @@
-import { ConfigError, isLoopback, type ListenAddress, type TlsFlags } from '../common/config.js'
+import { isAbsolute } from 'node:path'
+import { ConfigError, isLoopback, parseListen, type ListenAddress, type TlsFlags } from '../common/config.js'
 import { parseDuration } from '../protocol/duration.js'
 
 /** The agent's settings after flags, FAULTLINE_* variables and the config file are merged. */
 export interface AgentConfig extends TlsFlags {
-  listen: string
+  /** unix:PATH or HOST:PORT; default unix:/run/faultline/agent.sock (root) or unix:<state dir>/agent.sock. */
+  listen?: string
   stateDir: string
   maxDuration: string
   tokenFile?: string
@@ -17,6 +19,8 @@ export interface AgentConfig extends TlsFlags {
   serverCa?: string
   /** The id to enrol under (default: the hostname). */
   name?: string
+  /** The host policy file (YAML): what the host's owner allows, whoever asks. */
+  policy?: string
   /** Runtime API sockets, each replacing that runtime's default paths (defaultRuntimeSockets, agent/host-paths.ts). */
   dockerSocket?: string
   containerdSocket?: string
@@ -24,9 +28,27 @@ export interface AgentConfig extends TlsFlags {
   crioSocket?: string
 }
 
+/** Where the agent's API listens: a Unix socket (the default) or a TCP address. */
+export type AgentListen = { unix: string } | ListenAddress
+
+/** "unix:/run/faultline/agent.sock", "127.0.0.1:7070", "[::1]:7070". */
+export function parseAgentListen(text: string): AgentListen {
+  if (text.startsWith('unix:')) {
+    const path = text.slice('unix:'.length)
+    if (!isAbsolute(path)) throw new ConfigError(`--listen ${JSON.stringify(text)}: the socket needs an absolute path, e.g. unix:/run/faultline/agent.sock`)
+    return { unix: path }
+  }
+  try {
+    return parseListen(text)
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}, or unix:PATH for a Unix socket (the default)`)
+  }
+}
+
 /**
- * Security by default: a listen address other than loopback needs TLS, and a caller must prove
- * who it is with a bearer token or a client certificate.
+ * Security by default: on TCP a caller always proves who it is (a bearer token, generated when
+ * none is configured, or a client certificate); a listen address other than loopback also needs
+ * TLS and a credential configured on purpose (--token-file or --tls-ca).
  */
 export function checkExposure(config: AgentConfig, listen: ListenAddress): void {
   if (isLoopback(listen.host)) return

@@ -1,11 +1,15 @@
+import { hostname } from 'node:os'
 import closeWithGrace from 'close-with-grace'
-import { checkTlsPair, parseListen, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
+import { ConfigError, checkTlsPair, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
+import { agentTokenFile, defaultAgentSocket } from '../common/locations.js'
 import { createLogger } from '../common/logger.js'
+import { ensureTokenFile } from '../common/tokens.js'
 import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildAgent } from './app.js'
+import { type AgentConfig, checkExposure, checkMaxDuration, checkServerUrl, parseAgentListen, parseLabels } from './config.js'
 import { defaultRuntimeSockets } from './host-paths.js'
-import { hostname } from 'node:os'
-import { type AgentConfig, checkExposure, checkMaxDuration, checkServerUrl, parseLabels } from './config.js'
+import { listenOnSocket, prepareSocket } from './listen.js'
+import { HostPolicyCheck } from './policy.js'
 
 export type { AgentConfig } from './config.js'
 
@@ -15,10 +19,16 @@ export type { AgentConfig } from './config.js'
  * the next start recovers them before the API answers.
  */
 export async function startAgent(config: AgentConfig): Promise<void> {
-  const listen = parseListen(config.listen)
+  const listen = parseAgentListen(config.listen ?? `unix:${defaultAgentSocket(config.stateDir)}`)
   checkTlsPair(config)
-  checkExposure(config, listen)
+  if ('unix' in listen) {
+    if (config.tlsCert || config.tokenFile) throw new ConfigError('--tls-cert and --token-file are for a TCP --listen; on the Unix socket the file permissions decide who may connect')
+  } else {
+    checkExposure(config, listen)
+  }
   const maxDurationMs = checkMaxDuration(config.maxDuration)
+  const policy = config.policy ? HostPolicyCheck.load(config.policy) : undefined
+  if ('unix' in listen) await prepareSocket(listen.unix)
   checkServerUrl(config)
   const link = config.server
     ? {
@@ -29,11 +39,17 @@ export async function startAgent(config: AgentConfig): Promise<void> {
         ...(config.serverCa ? { ca: readFileOrFail(config.serverCa, 'server CA') } : {}),
       }
     : undefined
-  const token = config.tokenFile ? readSecretFile(config.tokenFile, 'token file') : undefined
   const tls = readTlsFiles(config)
+  // On TCP a caller always proves who it is: the configured token, or client certificates, or
+  // else a token made at the first start (0600 in the state dir, where root's CLI finds it).
+  const tokenFile = 'unix' in listen || (!config.tokenFile && tls?.ca) ? undefined : (config.tokenFile ?? agentTokenFile(config.stateDir))
+  const made = tokenFile && !config.tokenFile ? ensureTokenFile(tokenFile, 'agent token file') : undefined
+  const token = config.tokenFile ? readSecretFile(config.tokenFile, 'token file') : made?.token
 
   const log = createLogger(config.logLevel)
   log.info({ version: FAULTLINE_VERSION, pid: process.pid, stateDir: config.stateDir }, 'faultline agent starting')
+  if (made?.generated) log.info({ tokenFile }, 'made a bearer token for the TCP API (send it as "Authorization: Bearer <token>")')
+  if (policy) log.info({ policy: policy.inForce() }, 'host policy in force')
   const app = await buildAgent({
     stateDir: config.stateDir,
     maxDurationMs,
@@ -41,6 +57,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     ...(token ? { token } : {}),
     ...(tls ? { tls } : {}),
     ...(link ? { link } : {}),
+    ...(policy ? { policy } : {}),
     runtimeSockets: {
       docker: config.dockerSocket ? [config.dockerSocket] : defaultRuntimeSockets.docker,
       containerd: config.containerdSocket ? [config.containerdSocket] : defaultRuntimeSockets.containerd,
@@ -57,8 +74,13 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     await app.close()
   })
 
-  const url = await app.listen({ host: listen.host, port: listen.port })
-  log.info({ url, auth: token ? 'token' : tls?.ca ? 'client-cert' : 'none (loopback)', server: app.link?.url }, 'faultline agent ready')
+  if ('unix' in listen) {
+    const socket = await listenOnSocket(app, listen.unix)
+    log.info({ url: `unix:${listen.unix}`, auth: `socket mode ${socket.mode}${socket.group ? ` root:${socket.group}` : ''}`, server: app.link?.url }, 'faultline agent ready')
+  } else {
+    const url = await app.listen({ host: listen.host, port: listen.port })
+    log.info({ url, auth: token ? `token (${tokenFile})` : 'client certificates', server: app.link?.url }, 'faultline agent ready')
+  }
   // Dial out only once the API answers: the agent works (locally) whether or not a server is there.
   app.link?.start()
 }

@@ -225,7 +225,7 @@ export async function runDiscoveryBench(opts: DiscoveryBenchOptions = {}): Promi
     progress(`starting the agent (state dir ${stateDir})`)
     const agent = await startAgent(stateDir)
     cleanup.add('stop the agent', () => stopAgent(agent))
-    const { pool, call } = agentClient(agent.url)
+    const { pool, call } = agentClient(agent)
     cleanup.add('close the HTTP pool', () => pool.destroy().catch(() => undefined))
 
     const ctx: TargetContext = {

@@ -186,7 +186,7 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
     const [agentAtStart, bareNodeAtStart] = await idleFootprints([agentPid, bareNodePid], settleMs, windowMs)
 
     // One keep-alive connection, as a controller talking to one agent would use.
-    const { pool, call } = agentClient(agent.url)
+    const { pool, call } = agentClient(agent)
     const closePool = cleanup.add('close the HTTP pool', () => pool.destroy().catch(() => undefined))
     const body = JSON.stringify({ fault: { kind: 'process-stop' }, target: { type: 'process', pid }, duration: '60s' })
 

@@ -193,6 +193,8 @@ export const running = (s: Started) => s.child.exitCode === null && s.child.sign
 
 export interface StartedAgent extends Started {
   url: string
+  /** The bearer token the agent made in its state dir: its TCP API wants it. */
+  token: string
   /** msg of every log line at level warn or above, for the whole run. */
   warnings: string[]
 }
@@ -243,7 +245,7 @@ export async function startAgent(stateDir: string): Promise<StartedAgent> {
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
   try {
     const url = await ready
-    return { ...started, url, warnings }
+    return { ...started, url, token: readFileSync(join(stateDir, 'agent.token'), 'utf8').trim(), warnings }
   } catch (err) {
     // Not ready, so it holds no injection: nothing to recover, no need for a graceful stop.
     if (running(started)) child.kill('SIGKILL')
@@ -269,16 +271,18 @@ export interface AgentClient {
   call(method: 'POST' | 'DELETE' | 'GET', path: string, expectStatus: number, payload?: string): Promise<string>
 }
 
-/** One keep-alive connection, as a controller talking to one agent would use. */
-export function agentClient(url: string): AgentClient {
-  const pool = new Pool(url, { connections: 1, pipelining: 1 })
+/** One keep-alive connection, as a controller talking to one agent would use (with its token). */
+export function agentClient(agent: { url: string; token: string }): AgentClient {
+  const pool = new Pool(agent.url, { connections: 1, pipelining: 1 })
+  const authorization = `Bearer ${agent.token}`
   return {
     pool,
     async call(method, path, expectStatus, payload) {
       const res = await pool.request({
         method,
         path,
-        ...(payload !== undefined ? { body: payload, headers: { 'content-type': 'application/json' } } : {}),
+        headers: { authorization, ...(payload !== undefined ? { 'content-type': 'application/json' } : {}) },
+        ...(payload !== undefined ? { body: payload } : {}),
       })
       const text = await res.body.text()
       if (res.statusCode !== expectStatus) throw new Error(`${method} ${path}: expected ${expectStatus}, got ${res.statusCode}: ${text}`)

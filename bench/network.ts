@@ -152,7 +152,7 @@ export async function runNetworkBench(opts: NetworkBenchOptions = {}): Promise<N
     progress(`starting the agent (state dir ${stateDir}); network namespace ${nsName}`)
     const agent = await startAgent(stateDir)
     const stopTheAgent = cleanup.add('stop the agent', () => stopAgent(agent))
-    const { pool, call } = agentClient(agent.url)
+    const { pool, call } = agentClient(agent)
     cleanup.add('close the HTTP pool', () => pool.destroy().catch(() => undefined))
 
     const target = { type: 'netns', name: nsName }

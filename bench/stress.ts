@@ -238,7 +238,7 @@ export async function runStressBench(opts: StressBenchOptions = {}): Promise<Str
     progress(`starting the agent (state dir ${stateDir}); target: sleep ${sleeper.pid} in cgroups ${cg.name}`)
     const agent = await startAgent(stateDir)
     const stopTheAgent = cleanup.add('stop the agent', () => stopAgent(agent))
-    const { pool, call } = agentClient(agent.url)
+    const { pool, call } = agentClient(agent)
     cleanup.add('close the HTTP pool', () => pool.destroy().catch(() => undefined))
     const target = { type: 'process', pid: sleeper.pid }
 

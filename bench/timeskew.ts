@@ -185,7 +185,7 @@ export async function runTimeskewBench(opts: TimeskewBenchOptions = {}): Promise
     progress(`starting the agent and two twins of the clock program (state dir ${dir}/state)`)
     const agent = await startAgent(join(dir, 'state'))
     cleanup.add('stop the agent (it recovers whatever is still skewed)', () => stopAgent(agent))
-    const { pool, call } = agentClient(agent.url)
+    const { pool, call } = agentClient(agent)
     cleanup.add('close the HTTP pool', () => pool.destroy().catch(() => undefined))
 
     // ---- clock cost: a skewed twin against an unskewed one --------------------------------

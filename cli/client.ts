@@ -3,6 +3,7 @@ import { Agent, request, type Dispatcher } from 'undici'
 import { FaultlineError, isFaultlineError, type ErrorCode } from '../protocol/errors.js'
 
 export interface ClientOptions {
+  /** http(s)://HOST:PORT, or unix:PATH for the agent's socket. */
   url: string
   tokenFile?: string
   tlsCa?: string
@@ -36,13 +37,17 @@ export class AgentClient {
   readonly #dispatcher: Dispatcher | undefined
   readonly #timeoutMs: number
   readonly #peer: 'agent' | 'server'
+  readonly #socketPath: string | undefined
 
   constructor(opts: ClientOptions) {
     this.url = opts.url.replace(/\/+$/, '')
-    this.#token = opts.tokenFile ? readFileSync(opts.tokenFile, 'utf8').trim() : undefined
+    this.#token = opts.tokenFile ? readTokenFile(opts.tokenFile) : undefined
     this.#timeoutMs = opts.timeoutMs ?? 30_000
     this.#peer = opts.peer ?? 'agent'
-    if (opts.tlsCa || opts.tlsCert) {
+    if (this.url.startsWith('unix:')) {
+      this.#socketPath = this.url.slice('unix:'.length)
+      this.#dispatcher = new Agent({ connect: { socketPath: this.#socketPath } })
+    } else if (opts.tlsCa || opts.tlsCert) {
       this.#dispatcher = new Agent({
         connect: {
           ...(opts.tlsCa ? { ca: readFileSync(opts.tlsCa) } : {}),
@@ -60,7 +65,7 @@ export class AgentClient {
     if (body !== undefined) headers['content-type'] = raw ? raw.contentType : 'application/json'
     let res: Dispatcher.ResponseData
     try {
-      res = await request(this.url + path, {
+      res = await request((this.#socketPath ? 'http://localhost' : this.url) + path, {
         method,
         headers,
         ...(body !== undefined ? { body: raw ? raw.raw : JSON.stringify(body) } : {}),
@@ -71,6 +76,9 @@ export class AgentClient {
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }
       const code = e.code ?? e.cause?.code ?? e.message
+      if (this.#socketPath && code === 'EACCES') {
+        throw new AgentError('FAULTLINE_ERR_AGENT_UNREACHABLE', `permission denied on the agent's socket ${this.#socketPath}: ${socketHint}`)
+      }
       if (this.#peer === 'server') {
         throw new AgentError('FAULTLINE_ERR_SERVER_UNREACHABLE', `cannot reach the server at ${this.url} (${code}); is it running? Point --server (or FAULTLINE_SERVER) at it`)
       }
@@ -100,6 +108,17 @@ export class AgentClient {
 
   async close(): Promise<void> {
     await this.#dispatcher?.close()
+  }
+}
+
+/** Said when the agent's socket refuses us (its mode is 0660 root:faultline, or 0600). */
+const socketHint = 'run as root, or as a member of the faultline group (sudo usermod -aG faultline $USER, then log in again)'
+
+function readTokenFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim()
+  } catch (err) {
+    throw new AgentError('FAULTLINE_ERR_UNAUTHORIZED', `cannot read the token file ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): the agent made it readable by root only`)
   }
 }
 

@@ -77,7 +77,12 @@ export function capabilitiesReport(caps: Capabilities): string {
     `targets: ${k.targets.join(', ')}${k.recoverable ? '' : ', not recoverable'}`,
     k.available ? '' : red(k.reason ?? ''),
   ])
-  lines.push(table(kindRows), '', bold('Host features'))
+  lines.push(table(kindRows))
+  if (caps.policy) {
+    lines.push('', bold(`Host policy ${dim(caps.policy.file)}`))
+    for (const [rule, value] of Object.entries(caps.policy.rules)) lines.push(`  ${rule.padEnd(12)} ${JSON.stringify(value)}`)
+  }
+  lines.push('', bold('Host features'))
   const featureRows = Object.entries(caps.features).map(([name, f]) => [f.available ? green('✓') : red('✗'), name, f.available ? dim(f.detail) : f.detail])
   lines.push(table(featureRows))
   return lines.join('\n')

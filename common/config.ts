@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs'
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs'
 import { isIP } from 'node:net'
 import type { Command } from 'commander'
 import { parse as parseYaml } from 'yaml'
@@ -121,4 +121,14 @@ export function mergeConfigFile(command: Command, known: readonly string[]): Rec
     }
   }
   return command.opts<Record<string, string | undefined>>()
+}
+
+/** Whether this process may read `path` (a token file that may be root's only). */
+export function isReadable(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.R_OK)
+    return true
+  } catch {
+    return false
+  }
 }

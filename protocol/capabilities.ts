@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox'
+import { PolicyInForceSchema } from './policy.js'
 
 /**
  * Host features the capability probe checks directly (not guessed from versions). Fault kinds
@@ -89,6 +90,7 @@ export const CapabilitiesSchema = Type.Object(
     host: HostFactsSchema,
     features: Type.Record(Type.String(), FeatureSchema),
     kinds: Type.Record(Type.String(), KindAvailabilitySchema),
+    policy: Type.Optional(PolicyInForceSchema),
   },
   { title: 'Capabilities' },
 )

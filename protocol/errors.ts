@@ -11,6 +11,7 @@ export const errorCatalog = {
   FAULTLINE_ERR_BAD_DURATION: { status: 400, title: 'The duration is malformed or out of range' },
   FAULTLINE_ERR_UNSAFE_PATTERN: { status: 400, title: 'The regular expression is invalid or could backtrack catastrophically' },
   FAULTLINE_ERR_UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials' },
+  FAULTLINE_ERR_POLICY: { status: 403, title: "The host's policy does not allow this fault" },
   FAULTLINE_ERR_NOT_FOUND: { status: 404, title: 'No such injection' },
   FAULTLINE_ERR_ROUTE_NOT_FOUND: { status: 404, title: 'No such route' },
   FAULTLINE_ERR_ID_CONFLICT: { status: 409, title: 'The id is already used by a different request' },

@@ -29,9 +29,10 @@ export const terminalRecordStatuses = ['recovered', 'failed', 'aborted', 'offlin
  *   missing        after a reconnect the agent no longer had the injection and did not say why
  *   not-chosen     connected, but not picked by the run's mode
  *   not-connected  not connected when the run started
+ *   policy         the host policy of the agent refused the fault (FAULTLINE_ERR_POLICY)
  * and "" while the record is open.
  */
-export const recordReasons = ['', ...updateReasons, 'timeout', 'offline', 'lost', 'missing', 'not-chosen', 'not-connected'] as const
+export const recordReasons = ['', ...updateReasons, 'timeout', 'offline', 'lost', 'missing', 'not-chosen', 'not-connected', 'policy'] as const
 export type RecordReason = (typeof recordReasons)[number]
 
 const ErrorInfo = Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()])

@@ -30,10 +30,10 @@ export interface ServerOptions {
   leaseMs?: number
   /** How often agents send a heartbeat (default a third of the lease, at most 10 s). */
   heartbeatMs?: number
-  /** Bearer token with the admin role; without it the API is open (loopback only, see main.ts). */
-  adminToken?: string
-  /** Token an agent presents once to enrol; without it any agent that reaches the server may enrol. */
-  enrolToken?: string
+  /** Bearer token with the admin role (main.ts reads it, or makes one at the first start). */
+  adminToken: string
+  /** Token an agent presents once to enrol; afterwards it uses the credential it was given. */
+  enrolToken: string
   /** HTTPS for the API and the agent link; `ca` makes client certificates optional-but-verified. */
   tls?: TlsFiles
   logger?: Logger
@@ -74,7 +74,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     leaseMs,
     heartbeatMs,
     event,
-    ...(opts.enrolToken ? { enrolToken: opts.enrolToken } : {}),
+    enrolToken: opts.enrolToken,
   })
   const runs = new Runs({ store, hub, log: log.child({ component: 'runs' }), leaseMs, event })
   const scheduler = new Scheduler((name) => {
@@ -144,7 +144,7 @@ async function registerAll(app: FastifyInstance, ctx: ServerContext, opts: Serve
       done()
     },
   })
-  await app.register(serverAuthPlugin, { store, ...(opts.adminToken ? { adminToken: opts.adminToken } : {}) })
+  await app.register(serverAuthPlugin, { store, adminToken: opts.adminToken })
   app.get('/healthz', { schema: { summary: 'Liveness (no authentication)', hide: false } }, async () => ({ ok: true, agents: hub.readyIds().length }))
   await app.register(fleetRoutes, { ctx })
   await app.register(experimentRoutes, { ctx })

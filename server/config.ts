@@ -12,8 +12,9 @@ export interface ServerConfig extends TlsFlags {
 }
 
 /**
- * Security by default, as for the agent: anything but loopback needs TLS, an admin token (the
- * API) and an enrolment token (agents).
+ * Security by default, as for the agent: every caller authenticates (main.ts makes the tokens
+ * at the first start when none are given); anything but loopback also needs TLS and token files
+ * chosen on purpose.
  */
 export function checkServerExposure(config: ServerConfig, listen: ListenAddress): void {
   checkTlsPair(config)

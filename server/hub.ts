@@ -35,7 +35,7 @@ export interface HubOptions {
   log: Logger
   leaseMs: number
   heartbeatMs: number
-  enrolToken?: string
+  enrolToken: string
   /** Invalid messages tolerated per minute before the connection is closed (default 20). */
   maxViolationsPerMinute?: number
   /** Writes an event row (and tells the live listeners). */
@@ -136,7 +136,7 @@ export class Hub extends EventEmitter<HubEvents> {
       return { enrol: false, agentId: agentId! }
     }
     const bearer = /^Bearer\s+(\S+)$/i.exec(header)
-    if (this.#opts.enrolToken && !(bearer && tokensEqual(bearer[1]!, this.#opts.enrolToken))) {
+    if (!(bearer && tokensEqual(bearer[1]!, this.#opts.enrolToken))) {
       throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'send "Authorization: Bearer <enrolment token>" (the agent\'s --enrol-token-file) or the agent\'s own credential')
     }
     const proposed = String(req.headers['x-faultline-agent-name'] ?? '')

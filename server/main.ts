@@ -1,6 +1,8 @@
 import closeWithGrace from 'close-with-grace'
 import { parseListen, readSecretFile, readTlsFiles } from '../common/config.js'
+import { adminTokenFile, enrolTokenFile } from '../common/locations.js'
 import { createLogger } from '../common/logger.js'
+import { ensureTokenFile } from '../common/tokens.js'
 import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildServer } from './app.js'
 import { checkLease, checkServerExposure, type ServerConfig } from './config.js'
@@ -16,18 +18,30 @@ export async function startServer(config: ServerConfig): Promise<void> {
   const listen = parseListen(config.listen)
   checkServerExposure(config, listen)
   const leaseMs = checkLease(config.lease)
-  const adminToken = config.adminTokenFile ? readSecretFile(config.adminTokenFile, 'admin token file') : undefined
-  const enrolToken = config.enrolTokenFile ? readSecretFile(config.enrolTokenFile, 'enrolment token file') : undefined
+  // No unauthenticated mode: without token files, tokens are made at the first start (0600 in the
+  // state dir) and their paths printed, so trying the server out needs no setup.
+  const admin = config.adminTokenFile
+    ? { token: readSecretFile(config.adminTokenFile, 'admin token file'), file: config.adminTokenFile, generated: false }
+    : { ...ensureTokenFile(adminTokenFile(config.stateDir), 'admin token file', 'fla_'), file: adminTokenFile(config.stateDir) }
+  const enrol = config.enrolTokenFile
+    ? { token: readSecretFile(config.enrolTokenFile, 'enrolment token file'), file: config.enrolTokenFile, generated: false }
+    : { ...ensureTokenFile(enrolTokenFile(config.stateDir), 'enrolment token file', 'fle_'), file: enrolTokenFile(config.stateDir) }
   const tls = readTlsFiles(config)
 
   const log = createLogger(config.logLevel)
   log.info({ version: FAULTLINE_VERSION, pid: process.pid, stateDir: config.stateDir, leaseMs }, 'faultline server starting')
+  for (const [what, t] of [['admin', admin], ['enrolment', enrol]] as const) {
+    if (t.generated) {
+      log.info({ file: t.file }, `made the ${what} token`)
+      process.stderr.write(`faultline server: the ${what} token is in ${t.file} (readable by its owner only)\n`)
+    }
+  }
   const app = await buildServer({
     stateDir: config.stateDir,
     leaseMs,
     logger: log,
-    ...(adminToken ? { adminToken } : {}),
-    ...(enrolToken ? { enrolToken } : {}),
+    adminToken: admin.token,
+    enrolToken: enrol.token,
     ...(tls ? { tls } : {}),
   })
   closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
@@ -36,5 +50,5 @@ export async function startServer(config: ServerConfig): Promise<void> {
     await app.close()
   })
   const url = await app.listen({ host: listen.host, port: listen.port })
-  log.info({ url, auth: adminToken ? 'tokens' : 'none (loopback)', enrolment: enrolToken ? 'token' : 'open (loopback)' }, 'faultline server ready')
+  log.info({ url, adminTokenFile: admin.file, enrolTokenFile: enrol.file }, 'faultline server ready')
 }

@@ -205,11 +205,13 @@ export class Runs {
     const now = Date.now()
     for (const injection of reply.injections) this.#apply(agentId, runId, requestId, injection, '', undefined)
     if (reply.error) {
+      // The host's own policy refused it: the record says so, whatever the error's details.
+      const reason = reply.error.code === 'FAULTLINE_ERR_POLICY' ? 'policy' : 'apply'
       if (reply.injections.length === 0) {
-        store.upsertRecord({ runId, agentId, requestId, injectionId: '', target: '', targetKey: '', status: 'failed', reason: 'apply', error: reply.error, updatedAt: now })
+        store.upsertRecord({ runId, agentId, requestId, injectionId: '', target: '', targetKey: '', status: 'failed', reason, error: reply.error, updatedAt: now })
       } else {
         for (const rec of store.recordsOfRequest(agentId, requestId)) {
-          if (rec.status === 'failed' && !rec.error) store.setRecordStatus(rec.seq, 'failed', rec.reason || 'apply', reply.error)
+          if (rec.status === 'failed' && !rec.error) store.setRecordStatus(rec.seq, 'failed', rec.reason || reason, reply.error)
         }
       }
       this.#o.event('record.failed', `run ${runId}: agent ${agentId} could not inject: ${reply.error.message}`, { runId, agentId, data: { code: reply.error.code } })

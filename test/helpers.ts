@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, InjectOptions } from 'fastify'
 import { buildAgent, type AgentOptions } from '../agent/app.js'
 
 /** The subset of a tap Test these helpers need (keeps them independent of tap's types). */
@@ -19,6 +19,22 @@ export function tmpDir(t: TestLike, prefix = 'fl-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return dir
+}
+
+/**
+ * The app, with every inject() sending "Authorization: Bearer <token>" unless the call names its
+ * own: for in-process servers, which (like every server) answer nobody without a token.
+ */
+export function withBearer<T extends FastifyInstance>(app: T, token: string): T {
+  return new Proxy(app, {
+    get(target, prop) {
+      if (prop === 'inject') {
+        return (opts: InjectOptions) => target.inject({ ...opts, headers: { authorization: `Bearer ${token}`, ...opts.headers } })
+      }
+      const value = Reflect.get(target, prop, target) as unknown
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+    },
+  })
 }
 
 /** An in-process agent for app.inject() tests, closed (and its injections recovered) at teardown. */
@@ -86,6 +102,8 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 export interface AgentProcess {
   child: ChildProcess
   url: string
+  /** The bearer token its TCP API wants (its --token-file, or the one it made in its state dir). */
+  token: string
   pid: number
   /** Every log line the agent printed so far (parsed JSON). */
   logs: Record<string, unknown>[]
@@ -137,6 +155,12 @@ export function spawnLogged(t: TestLike, argv: string[], env?: NodeJS.ProcessEnv
 }
 
 /**
+ * Bearer tokens of the agents the tests started, by origin: http() sends them, as every client
+ * of an agent on TCP must.
+ */
+const agentTokens = new Map<string, string>()
+
+/**
  * The agent as a real child process (`faultline agent` from the sources), on a free loopback
  * port. Resolves once it logged "faultline agent ready" with its URL. Killed with SIGKILL at
  * teardown if still running.
@@ -144,14 +168,16 @@ export function spawnLogged(t: TestLike, argv: string[], env?: NodeJS.ProcessEnv
 export async function startAgentProcess(
   t: TestLike,
   stateDir: string,
+  /** listen: 'default' starts it without --listen (its default Unix socket). */
   opts: { env?: NodeJS.ProcessEnv; args?: string[]; waitReady?: boolean; listen?: string; netnsPath?: string } = {},
 ): Promise<AgentProcess> {
-  const argv = [process.execPath, '--import', 'tsx', cliEntry, 'agent', '--listen', opts.listen ?? '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...(opts.args ?? [])]
+  const listen = opts.listen === 'default' ? [] : ['--listen', opts.listen ?? '127.0.0.1:0']
+  const argv = [process.execPath, '--import', 'tsx', cliEntry, 'agent', ...listen, '--state-dir', stateDir, '--log-level', 'debug', ...(opts.args ?? [])]
   // An agent inside a test network namespace: only its network namespace differs.
   if (opts.netnsPath) argv.unshift('nsenter', `--net=${opts.netnsPath}`, '--')
   const proc = spawnLogged(t, argv, opts.env)
   const { child, logs, exited } = proc
-  const agent: AgentProcess = { child, url: '', pid: child.pid!, logs, exited }
+  const agent: AgentProcess = { child, url: '', token: '', pid: child.pid!, logs, exited }
   // (with nsenter in front, child.pid is nsenter's, which execs the agent: the same pid)
   if (opts.waitReady === false) return agent
   const ready = await waitFor(
@@ -163,6 +189,13 @@ export async function startAgentProcess(
     60_000,
   )
   agent.url = String(ready.url)
+  // On TCP it wants a token: the one its args name, or the one it made in its state dir.
+  const named = opts.args?.indexOf('--token-file') ?? -1
+  const tokenFile = named >= 0 ? opts.args![named + 1]! : join(stateDir, 'agent.token')
+  if (agent.url.startsWith('http')) {
+    agent.token = readFileSync(tokenFile, 'utf8').trim()
+    agentTokens.set(new URL(agent.url).origin, agent.token)
+  }
   return agent
 }
 
@@ -186,9 +219,10 @@ export async function http<T = unknown>(
   url: string,
   init: { method?: string; body?: unknown; headers?: Record<string, string> } = {},
 ): Promise<{ status: number; body: T }> {
+  const token = agentTokens.get(new URL(url).origin)
   const res = await fetch(url, {
     method: init.method ?? 'GET',
-    headers: { ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
     ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
   })
   const text = await res.text()

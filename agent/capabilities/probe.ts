@@ -13,6 +13,7 @@ import { openat2Supported } from '../native/files.js'
 import { readCgroupMounts } from '../targets/cgroupfs.js'
 import { FAULTLINE_VERSION } from '../../common/version.js'
 import { devPath, type RuntimeName } from '../host-paths.js'
+import type { HostPolicyCheck } from '../policy.js'
 
 /**
  * Finds out what this host can really do. Kernel features are tried, not guessed: qdiscs, tc
@@ -22,6 +23,8 @@ import { devPath, type RuntimeName } from '../host-paths.js'
  */
 export interface ProbeOptions {
   procRoot: string
+  /** The host policy in force: its kinds rule makes kinds unavailable, and the report shows it. */
+  policy?: Pick<HostPolicyCheck, 'inForce' | 'refusesKind'>
   /** The host's /dev (default /dev). */
   devDir?: string
   runtimeSockets: Record<RuntimeName, readonly string[]>
@@ -265,14 +268,16 @@ export async function probeHostFacts(): Promise<HostFacts> {
   }
 }
 
-/** Per-kind availability: a kind is available when every feature it requires is. */
-export function kindAvailability(features: FeatureMap): Capabilities['kinds'] {
+/** Per-kind availability: a kind is available when every feature it requires is (and the host policy allows it). */
+export function kindAvailability(features: FeatureMap, policy?: Pick<HostPolicyCheck, 'refusesKind'>): Capabilities['kinds'] {
   const kinds: Capabilities['kinds'] = {}
   for (const k of faultKinds) {
     const missing = k.requires.filter((f) => !features[f]?.available)
     const reasons = missing.map((f) => features[f]?.detail ?? `${f} was not probed`)
     const mechanism = missing.length === 0 ? k.unavailableReason?.(features) : undefined
     if (mechanism) reasons.push(mechanism)
+    const refused = policy?.refusesKind(k.kind)
+    if (refused) reasons.push(refused)
     kinds[k.kind] = {
       available: reasons.length === 0,
       ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
@@ -292,6 +297,7 @@ export async function probeCapabilities(opts: ProbeOptions): Promise<Capabilitie
     probeMs: Math.round(performance.now() - started),
     host,
     features,
-    kinds: kindAvailability(features),
+    kinds: kindAvailability(features, opts.policy),
+    ...(opts.policy ? { policy: opts.policy.inForce() } : {}),
   }
 }

@@ -12,6 +12,7 @@ import { describeTarget, targetKey, type ResolvedTarget } from '../../protocol/t
 import { runnerFor, runnerNamed, type KindRunner, type PlannedTarget } from '../faults/runner.js'
 import type { ControlChannel, GatherContext } from '../faults/types.js'
 import type { HostPaths } from '../host-paths.js'
+import type { HostPolicyCheck } from '../policy.js'
 import type { Journal, JournalRow, NewJournalRow } from '../journal/journal.js'
 import type { AgentMetrics } from '../metrics.js'
 import { resolveTarget } from '../targets/registry.js'
@@ -49,6 +50,8 @@ export interface InjectorOptions {
   minDurationMs?: number
   /** What network faults must not cut (the API port is asked for when a fault is planned). */
   control: ControlChannel
+  /** The host policy (--policy): what the host's owner allows, whoever asks. */
+  policy?: HostPolicyCheck
 }
 
 export interface CreateResult {
@@ -155,12 +158,13 @@ export class Injector {
 
   /**
    * Step 1, before anything looks at the host: the kind that will run (the body already matched
-   * the schema of the kind it names), a duration within this agent's limits, a target type the
-   * kind acts on.
+   * the schema of the kind it names), a duration within this agent's limits, what the host policy
+   * says of the body, a target type the kind acts on.
    */
   #validate(body: CreateInjectionBody): ValidRequest {
     const runner = runnerFor(body.fault.kind)
     const durationMs = this.#checkDuration(body.duration)
+    this.#opts.policy?.checkRequest(body, durationMs)
     if (!runner.targets.includes(body.target.type)) {
       throw new FaultlineError(
         'FAULTLINE_ERR_TARGET_UNSUPPORTED',
@@ -178,8 +182,8 @@ export class Injector {
 
   /**
    * Step 2: the host can do the kind; the selector resolves to at most maxTargets concrete
-   * targets, none already carrying an exclusive kind; each target gets its id, facts and plan,
-   * and the journal row that will hold them.
+   * targets, each one the host policy allows and none already carrying an exclusive kind; each
+   * target gets its id, facts and plan, and the journal row that will hold them.
    */
   async #resolveAndPlan(request: ValidRequest, origin: Origin): Promise<PlannedRow[]> {
     const { body, runner } = request
@@ -197,6 +201,7 @@ export class Injector {
         { matched: targets.length, maxTargets },
       )
     }
+    this.#opts.policy?.checkTargets(body, targets, this.#opts.paths)
     // An exclusive kind already on a target is a conflict (409), whatever state that fault has
     // put the target in; checked again right before the journal insert.
     if (runner.exclusive) for (const target of targets) this.#checkExclusive(runner.kind, target)

@@ -19,6 +19,7 @@ export interface Libc {
   close: (fd: number) => number
   linkat: (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags: number) => number
   futimens: (fd: number, times: Buffer) => number
+  getsockopt: (fd: number, level: number, optname: number, optval: Buffer, optlen: Buffer) => number
   errno: () => number
 }
 
@@ -35,6 +36,7 @@ export function load(): Libc {
     close: lib.func('int close(int fd)') as (fd: number) => number,
     linkat: lib.func('int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)') as Libc['linkat'],
     futimens: lib.func('int futimens(int fd, void *times)') as Libc['futimens'],
+    getsockopt: lib.func('int getsockopt(int sockfd, int level, int optname, void *optval, void *optlen)') as Libc['getsockopt'],
     errno: () => koffi.errno(),
   }
   return libc
@@ -82,4 +84,21 @@ export function pidfdSupported(): { available: boolean; detail: string } {
     const e = err as NodeJS.ErrnoException
     return { available: false, detail: `pidfd_open(2) failed (${e.code ?? e.message}); signals fall back to kill(2) after a start-time check` }
   }
+}
+
+const SOL_SOCKET = 1
+/** SO_PEERCRED on x86-64 and arm64 (asm-generic/socket.h). */
+const SO_PEERCRED = 17
+
+/**
+ * Who is at the other end of a Unix socket, as the kernel recorded it at connect(2)
+ * (SO_PEERCRED: struct ucred { pid, uid, gid }); undefined when the kernel says nothing.
+ */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } | undefined {
+  const c = load()
+  const cred = Buffer.alloc(12)
+  const len = Buffer.alloc(4)
+  len.writeUInt32LE(cred.length)
+  if (c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) !== 0) return undefined
+  return { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) }
 }

@@ -3,9 +3,10 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { tokensEqual } from '../../common/tokens.js'
 import { FaultlineError } from '../../protocol/errors.js'
+import { peerCredentials } from '../native/libc.js'
 
 export interface AuthOptions {
-  /** When set, every request except /healthz must carry "Authorization: Bearer <token>". */
+  /** When set, every TCP request except /healthz must carry "Authorization: Bearer <token>". */
   token?: string
   /** When true, TLS already required a client certificate; its subject names the caller. */
   clientCerts: boolean
@@ -13,9 +14,25 @@ export interface AuthOptions {
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Who made the request: "token", "cert:<CN>" or "local". For logs and the journal. */
+    /**
+     * Who made the request, for logs and the journal: "unix:uid=<uid>" over the Unix socket,
+     * "token", "cert:<CN>" or "cert:<CN>+token" over TCP, "local" in process (app.inject).
+     */
     who: string
   }
+}
+
+/** How the agent is reached: its Unix socket, a TCP port, or (not listening) only in process. */
+function transportOf(app: FastifyInstance): 'unix' | 'tcp' | 'in-process' {
+  const address = app.server.address()
+  return typeof address === 'string' ? 'unix' : address ? 'tcp' : 'in-process'
+}
+
+/** The caller's uid on the Unix socket (SO_PEERCRED), for the log. */
+function unixPeer(req: FastifyRequest): string {
+  const fd = (req.raw.socket as unknown as { _handle?: { fd?: number } })._handle?.fd
+  const cred = typeof fd === 'number' && fd >= 0 ? peerCredentials(fd) : undefined
+  return cred ? `unix:uid=${cred.uid}` : 'unix'
 }
 
 const OPEN_ROUTES = new Set(['/healthz'])
@@ -36,13 +53,26 @@ export const authPlugin = fp(async function authPlugin(app: FastifyInstance, opt
   app.decorateRequest('who', '')
 
   app.addHook('onRequest', async (req) => {
+    const transport = transportOf(app)
+    // The socket's owner, group and mode (0660 root:faultline, or 0600) decided who may connect.
+    if (transport === 'unix') {
+      req.who = unixPeer(req)
+      return
+    }
     const subject = opts.clientCerts ? certSubject(req) : undefined
     req.who = subject ? `cert:${subject}` : 'local'
-    if (!opts.token || OPEN_ROUTES.has(req.url.split('?')[0] ?? '')) return
+    if (OPEN_ROUTES.has(req.url.split('?')[0] ?? '')) return
+    if (!opts.token) {
+      // No TCP listener goes without a credential (main.ts makes a token); in case one ever did, refuse.
+      if (transport === 'tcp' && !subject) {
+        throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'this agent listens on TCP without a credential and answers nobody; restart it with a token (--token-file, or the generated one) or client certificates')
+      }
+      return
+    }
     const header = req.headers.authorization ?? ''
     const match = /^Bearer\s+(\S+)$/i.exec(header)
     if (!match || !tokensEqual(match[1]!, opts.token)) {
-      throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'send "Authorization: Bearer <token>" with the token from the agent\'s --token-file')
+      throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'send "Authorization: Bearer <token>" with the agent\'s token: its --token-file, or <state dir>/agent.token (made at its first start, readable by root only)')
     }
     req.who = subject ? `cert:${subject}+token` : 'token'
   })

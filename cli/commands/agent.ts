@@ -1,14 +1,18 @@
 import { Command, Option } from 'commander'
 import { mergeConfigFile } from '../../common/config.js'
+import { DEFAULT_AGENT_STATE_DIR } from '../../common/locations.js'
 import type { AgentConfig } from '../../agent/main.js'
 
 const examples = `
 Examples:
-  # run on loopback with state in a local folder
-  faultline agent --listen 127.0.0.1:7070 --state-dir ./.faultline
+  # as root: the API on /run/faultline/agent.sock (0660 root:faultline, or 0600), state in a local folder
+  faultline agent --state-dir ./.faultline
 
-  # as a service, settings from a file (keys are the long flag names)
-  faultline agent --config /etc/faultline/agent.yaml
+  # as a service, settings from a file (keys are the long flag names), limits from the host's owner
+  faultline agent --config /etc/faultline/agent.yaml --policy /etc/faultline/policy.yaml
+
+  # on a loopback TCP port: callers send the bearer token made in the state dir at first start
+  faultline agent --listen 127.0.0.1:7070
 
   # exposed to the network: TLS plus a bearer token (or --tls-ca for client certificates)
   faultline agent --listen 0.0.0.0:7070 --tls-cert agent.crt --tls-key agent.key --token-file /etc/faultline/token
@@ -33,10 +37,15 @@ export function agentCommand(): Command {
   const cmd = new Command('agent')
     .description('run the host agent (HTTP API, journal, deadlines)')
     .addOption(new Option('--config <file>', 'YAML or JSON file with any of the flags below').env('FAULTLINE_CONFIG'))
-    .addOption(new Option('--listen <host:port>', 'address of the HTTP API').env('FAULTLINE_LISTEN').default('127.0.0.1:7070'))
-    .addOption(new Option('--state-dir <dir>', 'journal and backups live here').env('FAULTLINE_STATE_DIR').default('/var/lib/faultline'))
+    .addOption(
+      new Option('--listen <unix:path|host:port>', 'where the HTTP API listens (default unix:/run/faultline/agent.sock as root, else unix:<state-dir>/agent.sock); TCP always needs a token or client certificates').env(
+        'FAULTLINE_LISTEN',
+      ),
+    )
+    .addOption(new Option('--state-dir <dir>', 'journal, backups and the generated token live here').env('FAULTLINE_STATE_DIR').default(DEFAULT_AGENT_STATE_DIR))
+    .addOption(new Option('--policy <file>', "host policy (YAML): the kinds, targets, paths, limits and networks this host's owner allows, whoever asks").env('FAULTLINE_POLICY'))
     .addOption(new Option('--max-duration <duration>', 'longest duration an injection may ask for').env('FAULTLINE_MAX_DURATION').default('1h'))
-    .addOption(new Option('--token-file <file>', 'require "Authorization: Bearer <token>" with the token in this file').env('FAULTLINE_TOKEN_FILE'))
+    .addOption(new Option('--token-file <file>', 'on TCP, require "Authorization: Bearer <token>" with the token in this file (default: <state-dir>/agent.token, made at first start)').env('FAULTLINE_TOKEN_FILE'))
     .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)').env('FAULTLINE_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('FAULTLINE_TLS_KEY'))
     .addOption(new Option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)').env('FAULTLINE_TLS_CA'))
@@ -63,18 +72,17 @@ export function agentCommand(): Command {
   return cmd
 }
 
-const configKeys = ['listen', 'stateDir', 'maxDuration', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const
+const configKeys = ['listen', 'stateDir', 'maxDuration', 'policy', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const
 
 /** Flags and environment win over the config file; the file wins over defaults. */
 export function resolveAgentConfig(command: Command): AgentConfig {
   const merged = mergeConfigFile(command, configKeys)
   const config: AgentConfig = {
-    listen: merged.listen!,
     stateDir: merged.stateDir!,
     maxDuration: merged.maxDuration!,
     logLevel: merged.logLevel!,
   }
-  for (const key of ['tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const) {
+  for (const key of ['listen', 'policy', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const) {
     if (merged[key]) config[key] = merged[key]
   }
   return config

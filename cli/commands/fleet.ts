@@ -1,5 +1,7 @@
 import { Command, Option } from 'commander'
 import { readFileSync } from 'node:fs'
+import { isReadable as readable } from '../../common/config.js'
+import { DEFAULT_SERVER_STATE_DIR, adminTokenFile } from '../../common/locations.js'
 import type { Experiment } from '../../protocol/experiment.js'
 import { roles } from '../../protocol/roles.js'
 import type { AgentView, ApiTokenView, ExperimentView, HaltResult, NewApiToken, RunRecordView, RunView } from '../../protocol/views.js'
@@ -12,7 +14,8 @@ import { printJson, wantsJson } from './client-options.js'
 export function withServerOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--server <url>', 'server API address (https://HOST:7071)').env('FAULTLINE_SERVER').default('http://127.0.0.1:7071'))
-    .addOption(new Option('--token-file <file>', 'file with an API token (or the admin token)').env('FAULTLINE_SERVER_TOKEN_FILE'))
+    .addOption(new Option('--token-file <file>', "file with an API token, or the admin token (default <server-state-dir>/admin.token, when readable)").env('FAULTLINE_SERVER_TOKEN_FILE'))
+    .addOption(new Option('--server-state-dir <dir>', "the server's state dir, where it made its admin token").env('FAULTLINE_SERVER_STATE_DIR').default(DEFAULT_SERVER_STATE_DIR))
     .addOption(new Option('--tls-ca <file>', "CA that signed the server's certificate").env('FAULTLINE_SERVER_CA'))
     .addOption(new Option('--tls-cert <file>', 'client certificate to present (optional; recorded in the audit log)').env('FAULTLINE_SERVER_CERT'))
     .addOption(new Option('--tls-key <file>', 'key of --tls-cert').env('FAULTLINE_SERVER_KEY'))
@@ -20,13 +23,15 @@ export function withServerOptions(cmd: Command): Command {
 }
 
 function serverClient(cmd: Command, timeoutMs?: number): AgentClient {
-  const o = cmd.opts<{ server: string; tokenFile?: string; tlsCa?: string; tlsCert?: string; tlsKey?: string }>()
+  const o = cmd.opts<{ server: string; tokenFile?: string; serverStateDir: string; tlsCa?: string; tlsCert?: string; tlsKey?: string }>()
   // wss:// works too, so one FAULTLINE_SERVER serves both the agent (--server) and the CLI.
   const url = o.server.replace(/^ws(s?):/i, 'http$1:').replace(/\/v1\/agents\/connect\/?$/, '')
+  // On the server's own host, its admin can use the admin token it made at its first start.
+  const tokenFile = o.tokenFile ?? (readable(adminTokenFile(o.serverStateDir)) ? adminTokenFile(o.serverStateDir) : undefined)
   return new AgentClient({
     url,
     peer: 'server',
-    ...(o.tokenFile ? { tokenFile: o.tokenFile } : {}),
+    ...(tokenFile ? { tokenFile } : {}),
     ...(o.tlsCa ? { tlsCa: o.tlsCa } : {}),
     ...(o.tlsCert ? { tlsCert: o.tlsCert } : {}),
     ...(o.tlsKey ? { tlsKey: o.tlsKey } : {}),

@@ -4,8 +4,10 @@ import type { ServerConfig } from '../../server/main.js'
 
 const examples = `
 Examples:
-  # on this host only (no authentication), state in a local folder
+  # on this host, state in a local folder; the admin and enrolment tokens are made there at the
+  # first start (admin.token, enrol.token, readable by their owner only) and their paths printed
   faultline server --listen 127.0.0.1:7071 --state-dir ./.faultline-server
+  FAULTLINE_SERVER_TOKEN_FILE=./.faultline-server/admin.token faultline agents ls
 
   # for a fleet: TLS, an admin token for the API, an enrolment token for agents
   faultline server --listen 0.0.0.0:7071 --state-dir /var/lib/faultline-server \\
@@ -25,8 +27,8 @@ export function serverCommand(): Command {
     .addOption(new Option('--listen <host:port>', 'address of the API and the agent link').env('FAULTLINE_LISTEN').default('127.0.0.1:7071'))
     .addOption(new Option('--state-dir <dir>', 'the SQLite database lives here').env('FAULTLINE_STATE_DIR').default('/var/lib/faultline-server'))
     .addOption(new Option('--lease <duration>', "agents recover the server's injections after this long without hearing from it").env('FAULTLINE_LEASE').default('30s'))
-    .addOption(new Option('--admin-token-file <file>', 'bearer token with the admin role (required off loopback)').env('FAULTLINE_ADMIN_TOKEN_FILE'))
-    .addOption(new Option('--enrol-token-file <file>', 'token agents present to enrol (required off loopback)').env('FAULTLINE_ENROL_TOKEN_FILE'))
+    .addOption(new Option('--admin-token-file <file>', 'bearer token with the admin role (default <state-dir>/admin.token, made at first start; required off loopback)').env('FAULTLINE_ADMIN_TOKEN_FILE'))
+    .addOption(new Option('--enrol-token-file <file>', 'token agents present to enrol (default <state-dir>/enrol.token, made at first start; required off loopback)').env('FAULTLINE_ENROL_TOKEN_FILE'))
     .addOption(new Option('--tls-cert <file>', 'serve HTTPS and wss with this certificate (PEM)').env('FAULTLINE_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('FAULTLINE_TLS_KEY'))
     .addOption(new Option('--tls-ca <file>', 'verify client certificates signed by this CA when presented (PEM)').env('FAULTLINE_TLS_CA'))

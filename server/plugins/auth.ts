@@ -8,13 +8,13 @@ import type { Store } from '../store.js'
 
 export interface ServerAuthOptions {
   store: Store
-  /** The admin token (--admin-token-file). Without it the API is open: every caller is admin "local". */
-  adminToken?: string
+  /** The admin token (--admin-token-file, or made at the first start). */
+  adminToken: string
 }
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Who made the request: "admin-token", "token:<name>", "local", "anonymous"; "cert:<CN>+..." with a client certificate. */
+    /** Who made the request: "admin-token", "token:<name>", "anonymous"; "cert:<CN>+..." with a client certificate. */
     who: string
     role: Role | 'none'
   }
@@ -56,7 +56,7 @@ export const serverAuthPlugin = fp(async function serverAuthPlugin(app: FastifyI
     if (header !== undefined) {
       const match = /^Bearer\s+(\S+)$/i.exec(header)
       const presented = match?.[1]
-      if (presented && opts.adminToken && tokensEqual(presented, opts.adminToken)) {
+      if (presented && tokensEqual(presented, opts.adminToken)) {
         req.who = `${prefix}admin-token`
         req.role = 'admin'
       } else {
@@ -69,10 +69,6 @@ export const serverAuthPlugin = fp(async function serverAuthPlugin(app: FastifyI
         req.role = token.role
         opts.store.tokenUsed(token.id)
       }
-    } else if (!opts.adminToken) {
-      // No admin token configured: loopback-only deployment (main.ts refuses anything else).
-      req.who = `${prefix}local`
-      req.role = 'admin'
     } else if (!OPEN_ROUTES.has(path)) {
       throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'send "Authorization: Bearer <token>" (the admin token, or an API token from "faultline tokens create")')
     }

@@ -19,7 +19,8 @@ async function parse(args: string[], env: Record<string, string> = {}) {
 }
 
 t.test('defaults', async (t) => {
-  t.same(await parse([]), { listen: '127.0.0.1:7070', stateDir: '/var/lib/faultline', maxDuration: '1h', logLevel: 'info' })
+  // No listen: the agent picks its Unix socket (/run/faultline/agent.sock as root, else in the state dir).
+  t.same(await parse([]), { stateDir: '/var/lib/faultline', maxDuration: '1h', logLevel: 'info' })
 })
 
 t.test('flag > environment > config file > default', async (t) => {

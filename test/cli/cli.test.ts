@@ -1,6 +1,9 @@
 // The `faultline` command against a real agent child process, on real `sleep` processes.
 import { spawn } from 'node:child_process'
+import { existsSync, rmSync, statSync } from 'node:fs'
+import { dirname } from 'node:path'
 import t from 'tap'
+import { DEFAULT_AGENT_SOCKET } from '../../common/locations.js'
 import type { Injection } from '../../protocol/injection.js'
 import { cliEntry, procState, runCli, sleeper, startAgentProcess, tmpDir, waitFor } from '../helpers.js'
 
@@ -21,9 +24,36 @@ t.test('help explains commands, kinds and parameters with examples', async (t) =
   t.match(agent.stdout, /FAULTLINE_LISTEN/)
 })
 
+t.test("as root, with no flags at all: the agent on its default socket, the CLI finds it", { skip: process.getuid?.() === 0 ? false : 'needs root' }, async (t) => {
+  const madeDir = !existsSync(dirname(DEFAULT_AGENT_SOCKET))
+  const agent = await startAgentProcess(t, tmpDir(t), { listen: 'default' })
+  t.teardown(async () => {
+    // A graceful stop removes the socket; the directory goes too if this test made it.
+    agent.child.kill('SIGTERM')
+    await agent.exited
+    if (madeDir) rmSync(dirname(DEFAULT_AGENT_SOCKET), { recursive: true, force: true })
+  })
+  t.equal(agent.url, `unix:${DEFAULT_AGENT_SOCKET}`)
+  t.equal(statSync(DEFAULT_AGENT_SOCKET).mode & 0o777, 0o600, 'root only (no faultline group here)')
+  const caps = await runCli(['caps', '--json'])
+  t.equal(caps.code, 0, caps.stderr)
+  t.equal((JSON.parse(caps.stdout) as { host: { agentPid: number } }).host.agentPid, agent.pid, 'that agent answered')
+  const s = sleeper(t)
+  const stop = await runCli(['inject', 'process-stop', '--target', `process:${s.pid}`, '--duration', '1m', '--detach'])
+  t.equal(stop.code, 0, stop.stderr)
+  t.equal(procState(s.pid), 'T')
+  const all = await runCli(['recover', '--all'])
+  t.equal(all.code, 0, all.stderr)
+  t.equal(procState(s.pid), 'S')
+  const mutations = agent.logs.filter((l) => l.msg === 'mutating request')
+  t.ok(mutations.length >= 2 && mutations.every((l) => l.who === 'unix:uid=0'), 'the log names root (uid 0) as the caller')
+})
+
 t.test('the CLI against a real agent', async (t) => {
-  const agent = await startAgentProcess(t, tmpDir(t))
-  const on = ['--agent', agent.url]
+  const stateDir = tmpDir(t)
+  const agent = await startAgentProcess(t, stateDir)
+  // On TCP the CLI sends the token the agent made in its state dir.
+  const on = ['--agent', agent.url, '--state-dir', stateDir]
 
   t.test('caps, human and JSON', async (t) => {
     const human = await runCli(['caps', ...on])

@@ -5,9 +5,10 @@ import { buildServer } from '../../server/app.js'
 import { tmpDir, type TestLike } from '../helpers.js'
 
 const ADMIN = 'admin-token-for-tests-0123456789'
+const ENROL = 'enrol-token-for-tests-0123456789'
 
-async function server(t: TestLike, opts: { adminToken?: string } = { adminToken: ADMIN }) {
-  const app = await buildServer({ stateDir: tmpDir(t), ...opts })
+async function server(t: TestLike) {
+  const app = await buildServer({ stateDir: tmpDir(t), adminToken: ADMIN, enrolToken: ENROL })
   t.teardown(() => app.close())
   return app
 }
@@ -167,11 +168,12 @@ t.test('experiments: YAML or JSON, create 201 then replace 200, validation with 
   t.same(events.map((e) => e.type), ['experiment.applied', 'experiment.applied', 'experiment.deleted'])
 })
 
-t.test('without --admin-token-file (loopback) every caller is admin "local"', async (t) => {
-  const app = await server(t, {})
-  const res = await app.inject({ method: 'POST', url: '/v1/tokens', payload: { name: 'x', role: 'viewer' } })
-  t.equal(res.statusCode, 201)
-  t.equal(res.json().createdBy, 'local')
-  const viewer = res.json().token as string
-  t.equal((await app.inject({ method: 'POST', url: '/v1/halt', headers: bearer(viewer) })).statusCode, 403, 'a token, when sent, still carries its role')
+t.test('no unauthenticated mode: without a token every route but /healthz is 401, also for a loopback caller', async (t) => {
+  const app = await server(t)
+  for (const [method, url] of [['POST', '/v1/tokens'], ['GET', '/v1/agents'], ['POST', '/v1/halt'], ['GET', '/v1/audit']] as const) {
+    const res = await app.inject({ method, url, remoteAddress: '127.0.0.1', ...(method === 'POST' ? { payload: { name: 'x', role: 'admin' } } : {}) })
+    t.equal(res.statusCode, 401, `${method} ${url}`)
+  }
+  const viewer = (await app.inject({ method: 'POST', url: '/v1/tokens', headers: bearer(ADMIN), payload: { name: 'x', role: 'viewer' } })).json().token as string
+  t.equal((await app.inject({ method: 'POST', url: '/v1/halt', headers: bearer(viewer) })).statusCode, 403, 'a token carries its role')
 })

@@ -4,14 +4,15 @@
 import t from 'tap'
 import { LINK_PROTOCOL_VERSION, MAX_LINK_MESSAGE_BYTES } from '../../protocol/link.js'
 import { buildServer } from '../../server/app.js'
-import { tmpDir, waitFor, type TestLike } from '../helpers.js'
+import { tmpDir, waitFor, withBearer, type TestLike } from '../helpers.js'
 import { connectFake, fakeInjection, openLink, type FakeAgent } from './fake-agent.js'
 
 const ENROL = 'enrol-token-for-tests-0123456789'
+const ADMIN = 'admin-token-for-tests-0123456789'
 const enrol = `Bearer ${ENROL}`
 
 async function server(t: TestLike, leaseMs = 3_000) {
-  const app = await buildServer({ stateDir: tmpDir(t), enrolToken: ENROL, leaseMs })
+  const app = withBearer(await buildServer({ stateDir: tmpDir(t), adminToken: ADMIN, enrolToken: ENROL, leaseMs }), ADMIN)
   t.teardown(() => app.close())
   await app.listen({ host: '127.0.0.1', port: 0 })
   return app

@@ -11,9 +11,10 @@ import { credentialPath } from '../../../agent/link/credential.js'
 import { LeaseWatch } from '../../../agent/link/lease.js'
 import { normaliseServerUrl } from '../../../agent/link/link.js'
 import { buildServer } from '../../../server/app.js'
-import { procState, sleep, sleeper, tmpDir, waitFor, type TestLike } from '../../helpers.js'
+import { procState, sleep, sleeper, tmpDir, waitFor, withBearer, type TestLike } from '../../helpers.js'
 
 const ENROL = 'enrol-token-for-the-link-test-0123456789'
+const ADMIN = 'admin-token-for-the-link-test-0123456789'
 
 t.test('normaliseServerUrl: the link path is added, http(s) become ws(s), other schemes are refused', async (t) => {
   t.equal(normaliseServerUrl('wss://fl.example:7071'), 'wss://fl.example:7071/v1/agents/connect')
@@ -42,7 +43,7 @@ t.test('LeaseWatch: expires once after leaseMs without renewal; a renewal pushes
 })
 
 async function startServer(t: TestLike, stateDir: string, leaseMs: number, port = 0): Promise<{ app: FastifyInstance; url: string; port: number }> {
-  const app = await buildServer({ stateDir, enrolToken: ENROL, leaseMs })
+  const app = withBearer(await buildServer({ stateDir, adminToken: ADMIN, enrolToken: ENROL, leaseMs }), ADMIN)
   t.teardown(() => app.close())
   await app.listen({ host: '127.0.0.1', port })
   const bound = (app.server.address() as { port: number }).port
