@@ -14,8 +14,10 @@ import type { ProbeOptions } from './capabilities/probe.js'
 import { CapabilityStore } from './capabilities/store.js'
 import { OWN_NETNS, defaultRuntimeSockets, hostPaths, type HostPaths } from './host-paths.js'
 import type { HostPolicyCheck } from './policy.js'
+import { StateDirLock } from './state-lock.js'
 import { Journal } from './journal/journal.js'
-import { Injector } from './lifecycle/injector.js'
+import { DEFAULT_MIN_DURATION_MS, Injector } from './lifecycle/injector.js'
+import { formatDuration } from '../protocol/duration.js'
 import { AgentLink, type AgentLinkOptions } from './link/link.js'
 import { createMetrics } from './metrics.js'
 import { authPlugin, type AuthOptions } from './plugins/auth.js'
@@ -69,9 +71,23 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
   const paths = hostPaths(opts.paths)
   const runtimeSockets = opts.runtimeSockets ?? defaultRuntimeSockets
   const targets = { paths, selfPid: process.pid, hostname: hostname(), runtimeSockets }
-  const journal = new Journal(opts.stateDir)
+  // One agent per state dir, decided before the journal is read (see state-lock.ts).
+  const lock = StateDirLock.acquire(opts.stateDir)
+  let journal: Journal
+  try {
+    journal = new Journal(opts.stateDir)
+  } catch (err) {
+    lock.release()
+    throw err
+  }
   const capabilities = new CapabilityStore(
-    { procRoot: paths.procRoot, devDir: paths.devDir, runtimeSockets, ...(opts.policy ? { policy: opts.policy } : {}) },
+    {
+      procRoot: paths.procRoot,
+      devDir: paths.devDir,
+      runtimeSockets,
+      limits: { minDuration: formatDuration(opts.minDurationMs ?? DEFAULT_MIN_DURATION_MS), maxDuration: formatDuration(opts.maxDurationMs) },
+      ...(opts.policy ? { policy: opts.policy } : {}),
+    },
     log.child({ component: 'capabilities' }),
   )
   // The API port network faults exempt: known once main.ts listens (none on a Unix socket).
@@ -110,6 +126,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     await injector.reconcile()
   } catch (err) {
     journal.close()
+    lock.release()
     throw err
   }
   // Probe in the background; the first injection or capabilities request waits for it.
@@ -127,6 +144,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     await injector.close()
     await link?.stop()
     journal.close()
+    lock.release()
   })
 
   await app.register(errorsPlugin)

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import closeWithGrace from 'close-with-grace'
-import { ConfigError, checkTlsPair, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
+import { ConfigError, checkTlsPair, listenError, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
 import { agentTokenFile, defaultAgentSocket } from '../common/locations.js'
 import { createLogger } from '../common/logger.js'
 import { ensureTokenFile } from '../common/tokens.js'
@@ -68,18 +68,26 @@ export async function startAgent(config: AgentConfig): Promise<void> {
 
   // Recovering every injection can take a while (nft pays per table already in a namespace);
   // what is not recovered within the grace period is recovered at the next start.
-  closeWithGrace({ delay: 120_000, logger: log }, async ({ signal, err }) => {
+  const grace = closeWithGrace({ delay: 120_000, logger: log }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'fatal error; recovering every injection before exit')
     else log.info({ signal }, 'stopping; recovering every injection before exit')
     await app.close()
   })
 
-  if ('unix' in listen) {
-    const socket = await listenOnSocket(app, listen.unix)
-    log.info({ url: `unix:${listen.unix}`, auth: `socket mode ${socket.mode}${socket.group ? ` root:${socket.group}` : ''}`, server: app.link?.url }, 'faultline agent ready')
-  } else {
-    const url = await app.listen({ host: listen.host, port: listen.port })
-    log.info({ url, auth: token ? `token (${tokenFile})` : 'client certificates', server: app.link?.url }, 'faultline agent ready')
+  const where = 'unix' in listen ? `unix:${listen.unix}` : `${listen.host}:${listen.port}`
+  try {
+    if ('unix' in listen) {
+      const socket = await listenOnSocket(app, listen.unix)
+      log.info({ url: where, auth: `socket mode ${socket.mode}${socket.group ? ` root:${socket.group}` : ''}`, server: app.link?.url }, 'faultline agent ready')
+    } else {
+      const url = await app.listen({ host: listen.host, port: listen.port })
+      log.info({ url, auth: token ? `token (${tokenFile})` : 'client certificates', server: app.link?.url }, 'faultline agent ready')
+    }
+  } catch (err) {
+    // Nothing was applied yet (the journal was only reconciled): close, unlock, and say why.
+    grace.uninstall()
+    await app.close()
+    throw err instanceof ConfigError ? err : listenError(err, where)
   }
   // Dial out only once the API answers: the agent works (locally) whether or not a server is there.
   app.link?.start()

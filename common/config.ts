@@ -12,6 +12,25 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/**
+ * A process that could not start (its port taken, say): one line for the person or for systemd,
+ * a non-zero exit, and nothing left running (the agent or server closed itself first).
+ */
+export class StartupError extends Error {
+  override name = 'StartupError'
+}
+
+/** The startup error for a listen that failed, in the words of what to do about it. */
+export function listenError(err: unknown, where: string, flag = '--listen'): StartupError {
+  const code = (err as NodeJS.ErrnoException).code
+  const why: Record<string, string> = {
+    EADDRINUSE: `the address is in use (another agent or server? stop it, or choose another ${flag})`,
+    EACCES: `permission denied (ports below 1024 need root; or choose another ${flag})`,
+    EADDRNOTAVAIL: `no interface of this host has that address (choose another ${flag})`,
+  }
+  return new StartupError(`cannot listen on ${where}: ${(code && why[code]) ?? (err as Error).message}`)
+}
+
 export interface ListenAddress {
   host: string
   port: number

@@ -91,6 +91,12 @@ export const CapabilitiesSchema = Type.Object(
     features: Type.Record(Type.String(), FeatureSchema),
     kinds: Type.Record(Type.String(), KindAvailabilitySchema),
     policy: Type.Optional(PolicyInForceSchema),
+    limits: Type.Optional(
+      Type.Object({
+        minDuration: Type.String({ description: 'Shortest duration an injection may ask for' }),
+        maxDuration: Type.String({ description: "Longest duration an injection may ask for (the agent's --max-duration; a host policy's maxDuration may be lower)" }),
+      }),
+    ),
   },
   { title: 'Capabilities' },
 )

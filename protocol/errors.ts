@@ -32,6 +32,7 @@ export const errorCatalog = {
   FAULTLINE_ERR_APPLY_FAILED: { status: 500, title: 'The host refused the fault; what was applied has been rolled back' },
   FAULTLINE_ERR_RECOVER_FAILED: { status: 500, title: 'Recovery failed; the agent keeps retrying' },
   FAULTLINE_ERR_SHUTTING_DOWN: { status: 503, title: 'The agent is shutting down' },
+  FAULTLINE_ERR_STATE_DIR_BUSY: { status: 409, title: 'Another agent or server runs with this state dir' },
   FAULTLINE_ERR_INTERNAL: { status: 500, title: 'Internal error' },
   FAULTLINE_ERR_AGENT_UNREACHABLE: { status: 502, title: 'The agent could not be reached' },
   // ---- server (control plane) and the agent <-> server link ----
@@ -41,6 +42,7 @@ export const errorCatalog = {
   FAULTLINE_ERR_EXPERIMENT_NOT_FOUND: { status: 404, title: 'No such experiment' },
   FAULTLINE_ERR_RUN_NOT_FOUND: { status: 404, title: 'No such run' },
   FAULTLINE_ERR_AGENT_NOT_FOUND: { status: 404, title: 'No such agent' },
+  FAULTLINE_ERR_AGENT_REMOVED: { status: 403, title: 'An admin removed this agent; it may not enrol again until re-admitted' },
   FAULTLINE_ERR_TOKEN_NOT_FOUND: { status: 404, title: 'No such API token' },
   FAULTLINE_ERR_RUN_ACTIVE: { status: 409, title: 'The experiment already has a run in progress' },
   FAULTLINE_ERR_NO_HOSTS: { status: 422, title: "No connected agent matches the experiment's hosts" },

@@ -35,7 +35,7 @@ export const ExperimentSchema = Type.Object(
     duration: DurationSchema,
     schedule: Type.Optional(Type.String({ minLength: 9, maxLength: 128, description: 'Cron expression (5 or 6 fields), evaluated by the server' })),
     guards: Type.Optional(Type.Array(GuardSchema, { maxItems: 16 })),
-    maxTargets: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000 })),
+    maxTargets: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000, description: 'How many targets the selector may match on each host (default 1); a host where it matches more fails with the list' })),
   },
   { ...strict, title: 'Experiment' },
 )

@@ -1,21 +1,273 @@
-import { FaultlineError } from './errors.js'
-import { faultKindNames, isFaultKindName } from './faults/index.js'
-import { targetTypes } from './target.js'
+import type { TSchema } from 'typebox'
+import { Value } from 'typebox/value'
+import { DURATION_PATTERN, parseDuration } from './duration.js'
+import { FaultlineError, type ErrorCode } from './errors.js'
+import { faultKindNames, faultSpecNamed } from './faults/index.js'
+import { OFFSET_PATTERN } from './faults/time-skew.js'
+import { SIZE_OR_PERCENT_PATTERN, SIZE_PATTERN, parseSize } from './units.js'
+import { ContainerSelectorSchema, ProcessSelectorSchema, TargetSelectorSchema, targetTypes } from './target.js'
 
 /**
- * Names an unknown fault kind or target type plainly, instead of a union's "must match a schema
- * in anyOf" listing every kind's fields. Runs before schema validation on any body that carries
- * `fault` and `target` (an injection request, an experiment); throws FAULTLINE_ERR_VALIDATION.
+ * Bad input explained the way a person fixes it: which field, what is wrong with it, and what is
+ * allowed — checked against the one fault kind the body names and the one target form it uses,
+ * instead of a union's "must match a schema in anyOf" that lists every kind's fields. Runs before
+ * the schema validation of every body that carries a fault, a target and a duration (an injection
+ * request on the agent, an experiment on the server).
  */
-export function explainUnknownNames(body: unknown, speaker: 'agent' | 'server'): void {
-  if (!body || typeof body !== 'object') return
-  const { fault, target } = body as { fault?: unknown; target?: unknown }
-  const kind = fault && typeof fault === 'object' ? (fault as { kind?: unknown }).kind : undefined
-  if (typeof kind === 'string' && !isFaultKindName(kind)) {
-    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown fault kind ${JSON.stringify(kind.slice(0, 40))}; this ${speaker} knows: ${faultKindNames.join(', ')}`)
+export interface Issue {
+  /** Where: "fault.load", "target.pid", "duration". */
+  field: string
+  problem: string
+  allowed?: string
+}
+
+interface SchemaLike {
+  type?: unknown
+  pattern?: string
+  description?: string
+  properties?: Record<string, SchemaLike>
+  required?: string[]
+  anyOf?: SchemaLike[]
+  enum?: unknown[]
+  items?: SchemaLike
+}
+
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!
+    row[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
   }
-  const type = target && typeof target === 'object' ? (target as { type?: unknown }).type : undefined
-  if (typeof type === 'string' && !(targetTypes as readonly string[]).includes(type)) {
-    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `unknown target type ${JSON.stringify(type.slice(0, 40))}; this ${speaker} knows: ${targetTypes.join(', ')}`)
+  return row[b.length]!
+}
+
+/** The known word closest to `word`, when it is close enough to be a typo. */
+export function didYouMean(word: string, known: readonly string[]): string | undefined {
+  let best: string | undefined
+  let bestDistance = Infinity
+  for (const k of known) {
+    const d = distance(word.toLowerCase(), k.toLowerCase())
+    if (d < bestDistance) [best, bestDistance] = [k, d]
   }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined
+}
+
+const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}…` : v) : JSON.stringify(v) ?? String(v))
+
+/** The schema at a JSON pointer inside `schema` (object properties and array items only). */
+function schemaAt(schema: SchemaLike, pointer: string): SchemaLike | undefined {
+  let at: SchemaLike | undefined = schema
+  for (const part of pointer.split('/').filter(Boolean)) {
+    if (!at) return undefined
+    at = /^[0-9]+$/.test(part) && at.items ? at.items : at.properties?.[part]
+  }
+  return at
+}
+
+function valueAt(value: unknown, pointer: string): unknown {
+  let at = value
+  for (const part of pointer.split('/').filter(Boolean)) at = at && typeof at === 'object' ? (at as Record<string, unknown>)[part] : undefined
+  return at
+}
+
+/** Why `v` does not have the form a pattern asks, in words, for the grammars several fields share. */
+function patternProblem(name: string, v: unknown, pattern: string | undefined): string {
+  const text = String(v)
+  const reason = (f: () => unknown) => {
+    try {
+      f()
+      return undefined
+    } catch (err) {
+      return (err as Error).message
+    }
+  }
+  if (pattern === DURATION_PATTERN) return `${name}: ${reason(() => parseDuration(text)) ?? `invalid duration ${show(v)}`}`
+  if (pattern === OFFSET_PATTERN) return `${name}: ${reason(() => parseDuration(text.replace(/^[+-]/, ''))) ?? `invalid offset ${show(v)}`} (with an optional sign: "-15m", "+2h")`
+  if (pattern === SIZE_PATTERN || pattern === SIZE_OR_PERCENT_PATTERN) {
+    return reason(() => parseSize(text, name))?.replace(/: write .*$/, '') ?? `${name} ${show(v)} is not a size${pattern === SIZE_OR_PERCENT_PATTERN ? ' or a percentage' : ''}`
+  }
+  if (pattern === '^/') return `${name} ${show(v)} is not an absolute path (it must start with /)`
+  return `${name} ${show(v)} is not in the form ${name} takes`
+}
+
+/** What a field takes, from its schema: its description, and for durations the grammar. */
+function allowedBy(s: SchemaLike | undefined): string | undefined {
+  if (!s) return undefined
+  const parts = [s.description]
+  if (s.enum) parts.push(`one of ${s.enum.map((e) => String(e)).join(', ')}`)
+  if (s.pattern === DURATION_PATTERN && !/units/.test(s.description ?? '')) parts.push('a duration: whole numbers with units h, m, s, ms, largest first, e.g. "30s" or "1h30m"')
+  return parts.filter(Boolean).join('; ') || undefined
+}
+
+/**
+ * Why `value` does not match `schema`, one issue per field (the first problem of each), named
+ * from `prefix` ("fault", "target"). `what` names the object in messages ("network-loss").
+ */
+export function explainAgainst(schema: TSchema, value: unknown, prefix: string, what: string): Issue[] {
+  const root = schema as unknown as SchemaLike
+  const issues: Issue[] = []
+  const seen = new Set<string>()
+  for (const e of Value.Errors(schema, value)) {
+    // "schema is false" at an extra property: the additionalProperties error that follows names them all.
+    if (e.keyword === 'boolean' && e.schemaPath.endsWith('additionalProperties')) continue
+    const pointer = e.instancePath
+    const parts = pointer.split('/').filter(Boolean)
+    // Array items are named as such ("ports[0]") and explained by their list's description.
+    const item = parts.length > 0 && /^[0-9]+$/.test(parts[parts.length - 1]!)
+    const field = [prefix, ...parts].join('.').replace(/\.([0-9]+)(?=\.|$)/g, '[$1]')
+    const name = item ? `${parts[parts.length - 2] ?? prefix}[${parts[parts.length - 1]}]` : parts[parts.length - 1] ?? prefix
+    const s = schemaAt(root, pointer)
+    const described = item ? schemaAt(root, parts.slice(0, -1).map((p) => `/${p}`).join('')) : s
+    const v = valueAt(value, pointer)
+    const params = e.params as Record<string, unknown>
+    let issue: Issue | undefined
+    switch (e.keyword) {
+      case 'additionalProperties': {
+        const known = Object.keys(s?.properties ?? {}).filter((k) => k !== 'kind' && k !== 'type')
+        for (const extra of (params.additionalProperties as string[] | undefined) ?? []) {
+          const near = didYouMean(extra, known)
+          issues.push({
+            field: [prefix, ...pointer.split('/').filter(Boolean), extra].join('.'),
+            problem: `${what} has no parameter "${extra}"${near ? `; did you mean "${near}"?` : ''}`,
+            allowed: known.length > 0 ? `its parameters: ${known.join(', ')}` : `${what} takes no parameters`,
+          })
+        }
+        continue
+      }
+      case 'required': {
+        for (const missing of (params.requiredProperties as string[] | undefined) ?? []) {
+          const sub = s?.properties?.[missing]
+          issues.push({ field: [prefix, ...pointer.split('/').filter(Boolean), missing].join('.'), problem: `${what} needs ${missing}`, ...(allowedBy(sub) ? { allowed: allowedBy(sub) } : {}) })
+        }
+        continue
+      }
+      case 'minimum':
+      case 'exclusiveMinimum':
+      case 'maximum':
+      case 'exclusiveMaximum': {
+        const low = e.keyword.endsWith('inimum')
+        const strict = e.keyword.startsWith('exclusive')
+        const limit = params.limit
+        issue = { field, problem: `${name} ${show(v)} is ${low ? 'below' : 'above'} the ${low ? 'minimum' : 'maximum'} ${String(limit)}${strict ? ' (not included)' : ''}` }
+        break
+      }
+      case 'multipleOf':
+        issue = { field, problem: `${name} ${show(v)} has too many decimals (steps of ${String(params.multipleOf)})` }
+        break
+      case 'type':
+        issue = { field, problem: `${name} must be ${String(params.type).replace(/^integer$/, 'a whole number').replace(/^number$/, 'a number').replace(/^string$/, 'a string').replace(/^boolean$/, 'true or false').replace(/^array$/, 'a list').replace(/^object$/, 'an object')}, not ${show(v)}` }
+        break
+      case 'enum':
+      case 'const':
+        issue = { field, problem: `${name} ${show(v)} is not one of ${((params.allowedValues as unknown[] | undefined) ?? [params.allowedValue]).map(String).join(', ')}` }
+        break
+      case 'pattern':
+        issue = { field, problem: patternProblem(name, v, s?.pattern) }
+        break
+      case 'minLength':
+      case 'maxLength':
+      case 'minItems':
+      case 'maxItems':
+      case 'minProperties':
+      case 'maxProperties': {
+        const limit = Object.values(params)[0]
+        issue = { field, problem: `${name} has ${e.keyword.startsWith('min') ? 'fewer' : 'more'} ${e.keyword.endsWith('Length') ? 'characters' : e.keyword.endsWith('Items') ? 'items' : 'entries'} than ${e.keyword.startsWith('min') ? 'the minimum' : 'the maximum'} ${String(limit)}` }
+        break
+      }
+      case 'uniqueItems':
+        issue = { field, problem: `${name} lists a value twice` }
+        break
+      default:
+        issue = { field, problem: `${name} ${e.message}` }
+    }
+    if (issue && !seen.has(issue.field)) {
+      seen.add(issue.field)
+      const allowed = allowedBy(described)
+      issues.push(allowed ? { ...issue, allowed } : issue)
+    }
+  }
+  return issues
+}
+
+/** The one form of a union of selectors a target uses: the branch whose own key it carries. */
+function targetBranch(target: Record<string, unknown>): { schema: TSchema; keys: string[] } | Issue {
+  const type = target.type as string
+  const union = type === 'process' ? ProcessSelectorSchema : type === 'container' ? ContainerSelectorSchema : undefined
+  if (!union) {
+    const branch = (TargetSelectorSchema.anyOf as unknown as TSchema[]).find((b) => (b as unknown as SchemaLike).properties?.type && JSON.stringify((b as unknown as SchemaLike).properties!.type).includes(`"${type}"`))!
+    return { schema: branch, keys: [] }
+  }
+  const branches = union.anyOf as unknown as TSchema[]
+  const keyOf = (b: TSchema) => Object.keys((b as unknown as SchemaLike).properties ?? {}).find((k) => k !== 'type' && k !== 'runtime')!
+  const keys = branches.map(keyOf)
+  const branch = branches.find((b) => keyOf(b) in target)
+  if (!branch) return { field: 'target', problem: `a ${type} target needs one of ${keys.join(', ')}`, allowed: keys.map((k) => `${k}: ${allowedBy((branches[keys.indexOf(k)] as unknown as SchemaLike).properties?.[k]) ?? ''}`).join('; ') }
+  const given = keys.filter((k) => k in target)
+  if (given.length > 1) return { field: 'target', problem: `a ${type} target takes one of ${keys.join(', ')}, not ${given.join(' and ')}` }
+  return { schema: branch, keys }
+}
+
+/** The issues of a body's fault, target and duration; empty when they are fine. */
+export function explainRequest(body: unknown, speaker: string): Issue[] {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return []
+  const { fault, target, duration } = body as { fault?: unknown; target?: unknown; duration?: unknown }
+  const issues: Issue[] = []
+  if (fault && typeof fault === 'object' && !Array.isArray(fault)) {
+    const kind = (fault as { kind?: unknown }).kind
+    if (typeof kind !== 'string') {
+      issues.push({ field: 'fault.kind', problem: 'the fault names no kind', allowed: faultKindNames.join(', ') })
+    } else {
+      const spec = faultSpecNamed(kind)
+      if (!spec) {
+        const near = didYouMean(kind, faultKindNames)
+        issues.push({ field: 'fault.kind', problem: `unknown fault kind ${show(kind.slice(0, 40))}; this ${speaker} knows: ${faultKindNames.join(', ')}${near ? `; did you mean ${near}?` : ''}` })
+      } else {
+        issues.push(...explainAgainst(spec.specSchema, fault, 'fault', kind))
+      }
+    }
+  }
+  if (target && typeof target === 'object' && !Array.isArray(target)) {
+    const type = (target as { type?: unknown }).type
+    if (typeof type !== 'string' || !(targetTypes as readonly string[]).includes(type)) {
+      const near = typeof type === 'string' ? didYouMean(type, targetTypes) : undefined
+      issues.push({
+        field: 'target.type',
+        problem: typeof type === 'string' ? `unknown target type ${show(type.slice(0, 40))}; this ${speaker} knows: ${targetTypes.join(', ')}${near ? `; did you mean ${near}?` : ''}` : `the target names no type (${targetTypes.join(', ')})`,
+      })
+    } else {
+      const branch = targetBranch(target as Record<string, unknown>)
+      if ('field' in branch) issues.push(branch)
+      else issues.push(...explainAgainst(branch.schema, target, 'target', `a ${type} target`))
+    }
+  }
+  if (typeof duration === 'string') {
+    try {
+      parseDuration(duration)
+    } catch (err) {
+      issues.push({ field: 'duration', problem: (err as Error).message, allowed: 'e.g. "30s", "5m" or "1h30m"' })
+    }
+  } else if (duration !== undefined) {
+    issues.push({ field: 'duration', problem: `duration must be a string such as "30s", not ${show(duration)}` })
+  }
+  return issues
+}
+
+/** The error for a body with issues: its first issue in the message (with what is allowed), all of them in details. */
+export function requestError(issues: Issue[]): FaultlineError {
+  const first = issues[0]!
+  const code: ErrorCode = first.field === 'duration' ? 'FAULTLINE_ERR_BAD_DURATION' : 'FAULTLINE_ERR_VALIDATION'
+  const more = issues.length > 1 ? ` (and ${issues.length - 1} more issue${issues.length > 2 ? 's' : ''}: see details)` : ''
+  return new FaultlineError(code, `${first.field}: ${first.problem}${first.allowed ? ` — allowed: ${first.allowed}` : ''}${more}`, { issues })
+}
+
+/** preValidation of a body with fault, target and duration: throws the explained error, if any. */
+export function checkRequest(body: unknown, speaker: string): void {
+  const issues = explainRequest(body, speaker)
+  if (issues.length > 0) throw requestError(issues)
 }

@@ -78,7 +78,7 @@ export const CreateInjectionBodySchema = Type.Object(
       Type.Integer({
         minimum: 1,
         maximum: 10_000,
-        description: 'Refuse the request if the selector matches more targets than this (default 20): a loose regex must not freeze a whole host',
+        description: 'How many targets the selector may match (default 1): more is refused with the list of what matched, so a loose name or regex never freezes a whole host by surprise. Set it to fault several',
       }),
     ),
   },

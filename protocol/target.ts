@@ -15,7 +15,7 @@ export const HostSelectorSchema = Type.Object(
 export const ProcessSelectorSchema = Type.Union(
   [
     Type.Object(
-      { type: Type.Literal('process'), pid: Type.Integer({ minimum: 1, maximum: 4_194_304 }) },
+      { type: Type.Literal('process'), pid: Type.Integer({ minimum: 1, maximum: 4_194_304, description: 'Process id, as the host sees it (1 to 4194304; pid 1 is never faulted)' }) },
       { ...strict, title: 'process by pid' },
     ),
     Type.Object(
@@ -128,6 +128,8 @@ export const ResolvedProcessSchema = Type.Object(
     comm: Type.String(),
     cmdline: Type.String(),
     state: Type.String({ description: 'Process state letter at resolution time (R, S, D, T, ...)' }),
+    uid: Type.Optional(Type.Integer({ description: 'Real uid of the process' })),
+    user: Type.Optional(Type.String({ description: "Its user name, from the host's /etc/passwd" })),
   },
   { ...strict, title: 'resolved process' },
 )
@@ -183,7 +185,7 @@ export function describeTarget(target: ResolvedTarget): string {
     case 'host':
       return `host ${target.hostname}`
     case 'process':
-      return `process ${target.pid} (${target.comm})`
+      return `process ${target.pid} (${target.comm}${target.user !== undefined ? `, user ${target.user}` : target.uid !== undefined ? `, uid ${target.uid}` : ''})`
     case 'netns':
       return `netns ${target.name}`
     case 'container':

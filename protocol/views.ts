@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
 import type { Experiment } from './experiment.js'
-import { updateReasons } from './injection.js'
+import { ErrorInfoSchema, InjectionSchema, updateReasons } from './injection.js'
 import { roles } from './roles.js'
 
 /**
@@ -89,6 +89,7 @@ export const ExperimentViewSchema = Type.Object(
     updatedBy: Type.String(),
     nextRunAt: Type.Optional(Type.String({ format: 'date-time', description: 'Next scheduled run' })),
     lastRun: Type.Optional(RunSummarySchema),
+    warnings: Type.Optional(Type.Array(Type.String(), { description: 'In the answer to an apply: what will make runs fail on some of the selected hosts' })),
   },
   { title: 'ExperimentView' },
 )
@@ -161,3 +162,43 @@ export const FleetEventSchema = Type.Object({
   message: Type.String(),
   data: Type.Optional(Type.Unknown()),
 })
+
+/** What one selected host would do with an experiment, asked without applying anything. */
+export const planOutcomes = ['would-inject', 'refused', 'offline', 'no-answer'] as const
+
+export const ExperimentPlanSchema = Type.Object(
+  {
+    experiment: Type.String(),
+    mode: Type.String({ description: 'How many of the connected hosts a run picks: all, one, fixed N, percent P' }),
+    duration: Type.String(),
+    selection: Type.Object({
+      matched: Type.Integer({ description: 'Agents whose name or labels match the hosts' }),
+      connected: Type.Integer(),
+      wouldChoose: Type.Integer({ description: 'How many of the connected ones a run would pick now (at random, for a mode other than all)' }),
+    }),
+    warnings: Type.Array(Type.String()),
+    hosts: Type.Array(
+      Type.Object({
+        agent: Type.String(),
+        hostname: Type.String(),
+        outcome: Type.Enum(planOutcomes, { description: 'would-inject: the agent planned it (nothing was applied); refused: it would fail there, see error; offline: not connected; no-answer: no reply in time' }),
+        injections: Type.Array(InjectionSchema, { description: "The agent's dry-run plans, one per target the selector matched there" }),
+        error: Type.Optional(ErrorInfoSchema),
+      }),
+    ),
+  },
+  { title: 'ExperimentPlan' },
+)
+export type ExperimentPlan = Static<typeof ExperimentPlanSchema>
+
+/** A name refused at enrolment because an admin removed its agent (faultline agents admit NAME lets it back). */
+export const RemovedAgentViewSchema = Type.Object(
+  {
+    name: Type.String(),
+    agentId: Type.String(),
+    removedAt: Type.String({ format: 'date-time' }),
+    removedBy: Type.String(),
+  },
+  { title: 'RemovedAgent' },
+)
+export type RemovedAgentView = Static<typeof RemovedAgentViewSchema>

@@ -126,21 +126,50 @@ export class Hub extends EventEmitter<HubEvents> {
    */
   authenticate(req: FastifyRequest): LinkIdentity {
     const header = req.headers.authorization ?? ''
+    const proposed = String(req.headers['x-faultline-agent-name'] ?? '')
+    const name = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(proposed) ? proposed : 'agent'
+    const refuse = (code: ErrorCode, message: string, claim: string): never => {
+      // Logged and recorded as an event here; the route's onResponse adds the audit row.
+      this.#log.warn({ claim, address: req.ip, code }, `agent connection refused: ${message}`)
+      this.#opts.event('agent.refused', `connection from ${req.ip} (${claim}) refused: ${message}`, { data: { claim, code } })
+      throw new FaultlineError(code, message)
+    }
     const agent = /^Agent\s+([^:\s]{1,128}):(\S{1,256})$/.exec(header)
     if (agent) {
       const [, agentId, secret] = agent
       const stored = this.#opts.store.agentSecretHash(agentId!)
       if (!stored || !secretMatchesHash(secret!, stored)) {
-        throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', `agent "${agentId}" is unknown or its credential is wrong; it enrols again with --enrol-token-file`)
+        refuse(
+          'FAULTLINE_ERR_UNAUTHORIZED',
+          `agent "${agentId}" is unknown to this server or its credential is wrong (removed, or the server's state dir was reset); it enrols again with its --enrol-token-file`,
+          `agent:${agentId}`,
+        )
       }
       return { enrol: false, agentId: agentId! }
     }
     const bearer = /^Bearer\s+(\S+)$/i.exec(header)
-    if (!(bearer && tokensEqual(bearer[1]!, this.#opts.enrolToken))) {
-      throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'send "Authorization: Bearer <enrolment token>" (the agent\'s --enrol-token-file) or the agent\'s own credential')
+    if (!bearer) refuse('FAULTLINE_ERR_UNAUTHORIZED', 'no enrolment token was sent: start the agent with --enrol-token-file (the server\'s enrol.token)', `enrol:${name}`)
+    if (!tokensEqual(bearer![1]!, this.#opts.enrolToken)) {
+      refuse('FAULTLINE_ERR_UNAUTHORIZED', "the enrolment token is wrong: the agent's --enrol-token-file must hold the server's enrolment token (its --enrol-token-file, or <state-dir>/enrol.token)", `enrol:${name}`)
     }
-    const proposed = String(req.headers['x-faultline-agent-name'] ?? '')
-    return { enrol: true, name: /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(proposed) ? proposed : 'agent' }
+    const removed = this.#opts.store.removedAgent(name)
+    if (removed) {
+      refuse(
+        'FAULTLINE_ERR_AGENT_REMOVED',
+        `an admin removed the agent "${name}" from this server (${removed.removedBy}, ${new Date(removed.removedAt).toISOString()}); it may enrol again once an admin runs "faultline agents admit ${name}"`,
+        `enrol:${name}`,
+      )
+    }
+    return { enrol: true, name }
+  }
+
+  /** Who an upgrade request claims to be, for the audit log: "agent:<id>", "enrol:<name>", or anonymous. */
+  static claimOf(req: FastifyRequest): string {
+    const header = req.headers.authorization ?? ''
+    const agent = /^Agent\s+([^:\s]{1,128}):/.exec(header)
+    if (agent) return `agent:${agent[1]}`
+    const proposed = String(req.headers['x-faultline-agent-name'] ?? '').slice(0, 63)
+    return /^Bearer\s/i.test(header) ? `enrol:${proposed || 'agent'}` : 'anonymous'
   }
 
   /** A socket upgraded for `identity`: welcome (with a new credential when enrolling), then hello. */

@@ -1,5 +1,5 @@
 import closeWithGrace from 'close-with-grace'
-import { parseListen, readSecretFile, readTlsFiles } from '../common/config.js'
+import { listenError, parseListen, readSecretFile, readTlsFiles } from '../common/config.js'
 import { adminTokenFile, enrolTokenFile } from '../common/locations.js'
 import { createLogger } from '../common/logger.js'
 import { ensureTokenFile } from '../common/tokens.js'
@@ -44,11 +44,19 @@ export async function startServer(config: ServerConfig): Promise<void> {
     enrolToken: enrol.token,
     ...(tls ? { tls } : {}),
   })
-  closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
+  const grace = closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'fatal error; stopping')
     else log.info({ signal }, 'stopping; agents recover server injections when their lease runs out')
     await app.close()
   })
-  const url = await app.listen({ host: listen.host, port: listen.port })
+  let url: string
+  try {
+    url = await app.listen({ host: listen.host, port: listen.port })
+  } catch (err) {
+    // Nothing may keep running without a port: close the store, the hub and the timers.
+    grace.uninstall()
+    await app.close()
+    throw listenError(err, `${listen.host}:${listen.port}`)
+  }
   log.info({ url, adminTokenFile: admin.file, enrolTokenFile: enrol.file }, 'faultline server ready')
 }

@@ -8,7 +8,7 @@ import { newId } from '../protocol/id.js'
 import { isOpenStatus, type InjectionSchema, type UpdateReason } from '../protocol/injection.js'
 import { LINK_PROTOCOL_VERSION, type AgentMessage } from '../protocol/link.js'
 import { describeTarget, targetKey } from '../protocol/target.js'
-import type { RunTrigger, RunView } from '../protocol/views.js'
+import type { ExperimentPlan, RunTrigger, RunView } from '../protocol/views.js'
 import type { Hub, InjectionUpdate } from './hub.js'
 import { TERMINAL_RECORD, type AgentRow, type RecordRow, type RecordStatus, type RunRow, type Store } from './store.js'
 
@@ -174,6 +174,44 @@ export class Runs {
     })
     chosen.forEach((a, i) => this.#sendInject(id, spec, a.id, `${id}.${i + 1}`))
     return store.getRun(id)!
+  }
+
+  // ---- plan --------------------------------------------------------------------------------
+
+  /**
+   * What a run of `spec` would do, host by host, without applying anything: each connected agent
+   * it selects resolves the target and plans the fault (a dry run); offline ones are listed.
+   */
+  async plan(spec: Experiment, warnings: string[], timeoutMs = 30_000): Promise<ExperimentPlan> {
+    const { store, hub } = this.#o
+    const matching = store.agents().filter((a) => matchesHosts(spec.hosts, a))
+    const connected = matching.filter((a) => hub.isReady(a.id))
+    const hosts = await Promise.all(
+      matching.map(async (a): Promise<ExperimentPlan['hosts'][number]> => {
+        const host = { agent: a.id, hostname: a.hostname }
+        if (!hub.isReady(a.id)) return { ...host, outcome: 'offline', injections: [] }
+        const message = {
+          v: LINK_PROTOCOL_VERSION,
+          type: 'inject',
+          requestId: newId(),
+          body: { fault: spec.fault, target: spec.target, duration: spec.duration, dryRun: true, ...(spec.maxTargets ? { maxTargets: spec.maxTargets } : {}) },
+        } as const
+        try {
+          const reply = (await hub.request(a.id, message, timeoutMs)) as InjectResult
+          return reply.error ? { ...host, outcome: 'refused', injections: reply.injections, error: reply.error } : { ...host, outcome: 'would-inject', injections: reply.injections }
+        } catch (err) {
+          return { ...host, outcome: 'no-answer', injections: [], error: { code: isFaultlineError(err) ? err.code : 'FAULTLINE_ERR_INTERNAL', message: (err as Error).message } }
+        }
+      }),
+    )
+    return {
+      experiment: spec.name,
+      mode: describeMode(spec.mode),
+      duration: spec.duration,
+      selection: { matched: matching.length, connected: connected.length, wouldChoose: hostCount(spec.mode, connected.length) },
+      warnings,
+      hosts,
+    }
   }
 
   #sendInject(runId: string, spec: Experiment, agentId: string, requestId: string): void {

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3'
 import { hashSecret } from '../common/tokens.js'
-import { mkdirSync } from 'node:fs'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { FaultlineError } from '../protocol/errors.js'
 import { join } from 'node:path'
 import type { Experiment } from '../protocol/experiment.js'
 import type { Role } from '../protocol/roles.js'
@@ -96,9 +97,17 @@ export interface AuditRow {
   source: string
 }
 
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
 
 const json = (v: unknown) => JSON.stringify(v)
+
+function readFileIfAny(path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}
 
 export class Store {
   readonly path: string
@@ -109,7 +118,26 @@ export class Store {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 })
     this.path = join(stateDir, 'server.sqlite')
     this.db = new Database(this.path)
-    this.db.pragma('journal_mode = WAL')
+    // One server per state dir: the database stays exclusively locked for as long as this server
+    // runs (SQLite's EXCLUSIVE locking mode), so a second one stops at once, naming the first.
+    const pidFile = join(stateDir, 'server.pid')
+    try {
+      this.db.pragma('busy_timeout = 0')
+      this.db.pragma('locking_mode = EXCLUSIVE')
+      this.db.pragma('journal_mode = WAL')
+      this.db.exec('BEGIN EXCLUSIVE; COMMIT;')
+    } catch (err) {
+      this.db.close()
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err
+      const pid = Number(readFileIfAny(pidFile).trim()) || undefined
+      throw new FaultlineError(
+        'FAULTLINE_ERR_STATE_DIR_BUSY',
+        `another server${pid ? ` (pid ${pid})` : ''} is running with the state dir ${stateDir}; stop it first, or give this one another --state-dir`,
+        { stateDir, ...(pid ? { pid } : {}) },
+      )
+    }
+    chmodSync(this.path, 0o600)
+    writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o600 })
     // NORMAL is durable across a process crash in WAL mode; the agents' journals hold the truth
     // about what is on each host, so the server trades power-cut durability for write speed.
     this.db.pragma('synchronous = NORMAL')
@@ -208,6 +236,19 @@ export class Store {
         PRAGMA user_version = 1;
       `)
     }
+    if (version < 2) {
+      // Removal holds: the name an agent enrolled under stays refused until an admin re-admits it.
+      this.db.exec(`
+        ALTER TABLE agents ADD COLUMN enrol_name TEXT NOT NULL DEFAULT '';
+        CREATE TABLE removed_agents (
+          name       TEXT PRIMARY KEY,
+          agent_id   TEXT NOT NULL,
+          removed_at INTEGER NOT NULL,
+          removed_by TEXT NOT NULL
+        );
+        PRAGMA user_version = 2;
+      `)
+    }
   }
 
   private prepare() {
@@ -215,7 +256,11 @@ export class Store {
     return {
       agentGet: db.prepare('SELECT * FROM agents WHERE id = ?'),
       agentAll: db.prepare('SELECT * FROM agents ORDER BY id'),
-      agentInsert: db.prepare('INSERT INTO agents (id, secret_hash, hostname, enrolled_at) VALUES (?, ?, ?, ?)'),
+      agentInsert: db.prepare('INSERT INTO agents (id, secret_hash, hostname, enrol_name, enrolled_at) VALUES (?, ?, ?, ?, ?)'),
+      removedGet: db.prepare('SELECT * FROM removed_agents WHERE name = ?'),
+      removedAll: db.prepare('SELECT * FROM removed_agents ORDER BY name'),
+      removedInsert: db.prepare('INSERT OR REPLACE INTO removed_agents (name, agent_id, removed_at, removed_by) VALUES (?, ?, ?, ?)'),
+      removedDelete: db.prepare('DELETE FROM removed_agents WHERE name = ?'),
       agentHello: db.prepare('UPDATE agents SET hostname = ?, labels = ?, version = ?, capabilities = ?, targets = ?, last_seen = ? WHERE id = ?'),
       agentSeen: db.prepare('UPDATE agents SET last_seen = ? WHERE id = ?'),
       agentDelete: db.prepare('DELETE FROM agents WHERE id = ?'),
@@ -277,8 +322,9 @@ export class Store {
     return (this.#s.agentAll.all() as RawAgent[]).map(decodeAgent)
   }
 
-  insertAgent(id: string, secret: string, hostname: string): void {
-    this.#s.agentInsert.run(id, hashSecret(secret), hostname, Date.now())
+  /** `name` is the one the agent asked to enrol under (its --name, default its hostname). */
+  insertAgent(id: string, secret: string, name: string): void {
+    this.#s.agentInsert.run(id, hashSecret(secret), name, name, Date.now())
   }
 
   recordHello(id: string, hello: { hostname: string; labels: Record<string, string>; version: string; capabilities: unknown; targets: unknown[] }): void {
@@ -289,8 +335,37 @@ export class Store {
     this.#s.agentSeen.run(at, id)
   }
 
-  deleteAgent(id: string): boolean {
-    return this.#s.agentDelete.run(id).changes > 0
+  /**
+   * Forgets an agent and refuses its enrolment name (and its id) from now on: the enrolment token
+   * it always carries no longer brings it back. Returns the names now refused, or undefined when
+   * there is no such agent.
+   */
+  removeAgent(id: string, by: string): string[] | undefined {
+    const row = this.#s.agentGet.get(id) as RawAgent | undefined
+    if (!row) return undefined
+    const names = [...new Set([row.enrol_name || id, id])]
+    this.db.transaction(() => {
+      this.#s.agentDelete.run(id)
+      for (const name of names) this.#s.removedInsert.run(name, id, Date.now(), by)
+    })()
+    return names
+  }
+
+  /** Why an enrolment under `name` is refused: an admin removed an agent of that name. */
+  removedAgent(name: string): RemovedAgentRow | undefined {
+    const r = this.#s.removedGet.get(name) as RawRemoved | undefined
+    return r && { name: r.name, agentId: r.agent_id, removedAt: r.removed_at, removedBy: r.removed_by }
+  }
+
+  removedAgents(): RemovedAgentRow[] {
+    return (this.#s.removedAll.all() as RawRemoved[]).map((r) => ({ name: r.name, agentId: r.agent_id, removedAt: r.removed_at, removedBy: r.removed_by }))
+  }
+
+  /** Lets an agent of this name (or of this agent id) enrol again. Returns the names admitted. */
+  admitAgent(name: string): string[] {
+    const refused = this.removedAgents().filter((r) => r.name === name || r.agentId === name)
+    for (const r of refused) this.#s.removedDelete.run(r.name)
+    return refused.map((r) => r.name)
   }
 
   // ---- experiments -------------------------------------------------------------------------
@@ -449,9 +524,22 @@ export class Store {
   }
 }
 
+export interface RemovedAgentRow {
+  name: string
+  agentId: string
+  removedAt: number
+  removedBy: string
+}
+interface RawRemoved {
+  name: string
+  agent_id: string
+  removed_at: number
+  removed_by: string
+}
 interface RawAgent {
   id: string
   secret_hash: string
+  enrol_name: string
   hostname: string
   labels: string
   version: string

@@ -28,6 +28,8 @@ export interface ProbeOptions {
   /** The host's /dev (default /dev). */
   devDir?: string
   runtimeSockets: Record<RuntimeName, readonly string[]>
+  /** The durations this agent accepts (its --max-duration), reported so a server can check experiments at apply. */
+  limits?: Capabilities['limits']
 }
 
 export { defaultRuntimeSockets } from '../host-paths.js'
@@ -299,5 +301,6 @@ export async function probeCapabilities(opts: ProbeOptions): Promise<Capabilitie
     features,
     kinds: kindAvailability(features, opts.policy),
     ...(opts.policy ? { policy: opts.policy.inForce() } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
   }
 }

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { mkdirSync } from 'node:fs'
+import { chmodSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { openInjectionStatuses, type InjectionStatus } from '../../protocol/injection.js'
 import type { Plan } from '../../protocol/plan.js'
@@ -78,6 +78,8 @@ export class Journal {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 })
     this.path = join(stateDir, 'journal.sqlite')
     this.#db = new Database(this.path)
+    // Private, as the state dir is: SQLite makes its -wal and -shm files with the same mode.
+    chmodSync(this.path, 0o600)
     this.#db.pragma('journal_mode = WAL')
     this.#db.pragma('synchronous = FULL')
     this.#db.pragma('busy_timeout = 5000')

@@ -75,8 +75,14 @@ interface PlannedRow {
   planned: PlannedTarget
 }
 
-/** A selector may match at most this many targets unless the request raises maxTargets. */
-export const DEFAULT_MAX_TARGETS = 20
+/**
+ * A selector may match one target unless the request says how many it means (maxTargets): a
+ * loose name or regex must never freeze every matching process of the host by surprise.
+ */
+export const DEFAULT_MAX_TARGETS = 1
+
+/** The shortest duration a request may ask for (tests lower it). */
+export const DEFAULT_MIN_DURATION_MS = 1_000
 
 const RETRY_BACKOFF_MS = [1_000, 5_000, 15_000, 60_000]
 
@@ -193,14 +199,7 @@ export class Injector {
       throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${runner.kind} is not available on this host: ${availability?.reason ?? 'not probed'}`)
     }
     const targets = await resolveTarget(body.target, this.#opts.targets)
-    const maxTargets = body.maxTargets ?? DEFAULT_MAX_TARGETS
-    if (targets.length > maxTargets) {
-      throw new FaultlineError(
-        'FAULTLINE_ERR_TOO_MANY_TARGETS',
-        `the target selector matched ${targets.length} targets, more than maxTargets ${maxTargets}; narrow the selector or raise maxTargets`,
-        { matched: targets.length, maxTargets },
-      )
-    }
+    this.#checkTargetCount(body, targets, origin)
     this.#opts.policy?.checkTargets(body, targets, this.#opts.paths)
     // An exclusive kind already on a target is a conflict (409), whatever state that fault has
     // put the target in; checked again right before the journal insert.
@@ -375,18 +374,44 @@ export class Injector {
     })
   }
 
-  #checkDuration(text: string): number {
-    const durationMs = parseDuration(text)
-    const min = this.#opts.minDurationMs ?? 1_000
-    if (durationMs < min) {
-      throw new FaultlineError('FAULTLINE_ERR_BAD_DURATION', `duration ${text} is shorter than the minimum ${formatDuration(min)}`)
-    }
-    if (durationMs > this.#opts.maxDurationMs) {
+  /**
+   * More targets than the request's maxTargets (default 1) is refused with the list of what was
+   * matched; so is a name or command-line selector that reaches processes of users other than
+   * the caller, when the caller is a known non-root user on the agent's socket, unless the
+   * request set maxTargets to mean it.
+   */
+  #checkTargetCount(body: CreateInjectionBody, targets: ResolvedTarget[], origin: Origin): void {
+    const maxTargets = body.maxTargets ?? DEFAULT_MAX_TARGETS
+    const listed = (list: ResolvedTarget[]) => `${list.slice(0, 10).map(describeTarget).join('; ')}${list.length > 10 ? `; and ${list.length - 10} more` : ''}`
+    const details = (list: ResolvedTarget[]) => ({ matched: targets.length, maxTargets, targets: list.slice(0, 100).map(describeTarget) })
+    if (targets.length > maxTargets) {
       throw new FaultlineError(
-        'FAULTLINE_ERR_BAD_DURATION',
-        `duration ${text} exceeds this agent's maximum of ${formatDuration(this.#opts.maxDurationMs)} (raise it with --max-duration)`,
+        'FAULTLINE_ERR_TOO_MANY_TARGETS',
+        `the target selector matched ${targets.length} targets, more than maxTargets ${maxTargets}: ${listed(targets)}. Name one (e.g. process:PID), or set maxTargets to ${targets.length} (faultline inject --all) to fault them all`,
+        details(targets),
       )
     }
+    const caller = /^unix:uid=([0-9]+)$/.exec(origin.who)
+    if (body.maxTargets === undefined && caller && caller[1] !== '0' && body.target.type === 'process' && !('pid' in body.target)) {
+      const others = targets.filter((t) => t.type === 'process' && t.uid !== undefined && t.uid !== Number(caller[1]))
+      if (others.length > 0) {
+        throw new FaultlineError(
+          'FAULTLINE_ERR_TOO_MANY_TARGETS',
+          `the target selector matched processes of other users: ${listed(others)}. Name the process by pid, or set maxTargets (faultline inject --all) to mean it`,
+          details(others),
+        )
+      }
+    }
+  }
+
+  #checkDuration(text: string): number {
+    const durationMs = parseDuration(text)
+    const min = this.#opts.minDurationMs ?? DEFAULT_MIN_DURATION_MS
+    const allowed = `${formatDuration(min)} to ${formatDuration(this.#opts.maxDurationMs)} (this agent's --max-duration)`
+    const refuse = (problem: string) =>
+      new FaultlineError('FAULTLINE_ERR_BAD_DURATION', `duration: ${problem} — allowed: ${allowed}`, { issues: [{ field: 'duration', problem, allowed }] })
+    if (durationMs < min) throw refuse(`${text} is shorter than the minimum ${formatDuration(min)}`)
+    if (durationMs > this.#opts.maxDurationMs) throw refuse(`${text} exceeds this agent's maximum of ${formatDuration(this.#opts.maxDurationMs)} (raise it with --max-duration)`)
     return durationMs
   }
 

@@ -35,8 +35,12 @@ export interface AgentLinkOptions {
   /** Containers and named network namespaces (not processes) for `hello`. */
   discoverTargets: () => Promise<ResolvedTarget[]>
   log: Logger
-  /** Reconnect backoff: exponential from initialMs to maxMs, with jitter (default 500 ms .. 10 s). */
-  backoff?: { initialMs: number; maxMs: number }
+  /**
+   * Reconnect backoff: exponential from initialMs to maxMs, with jitter (default 500 ms .. 10 s);
+   * after a refusal that only a person can fix (a wrong enrolment token, a removed agent), at
+   * least refusedMs (default 60 s), so a refused agent does not knock every few seconds.
+   */
+  backoff?: { initialMs: number; maxMs: number; refusedMs?: number }
 }
 
 export type LinkState = 'stopped' | 'connecting' | 'handshake' | 'ready' | 'waiting'
@@ -81,6 +85,8 @@ export class AgentLink {
   #heartbeatTimer: NodeJS.Timeout | undefined
   #welcomeTimer: NodeJS.Timeout | undefined
   #connectedAt: number | undefined
+  /** The last attempt was refused for a reason only a person can fix: wait longer before the next. */
+  #refused = false
 
   constructor(opts: AgentLinkOptions) {
     this.#opts = opts
@@ -175,13 +181,35 @@ export class AgentLink {
       }
       this.#handle(ws, decoded.message)
     })
+    // A refused upgrade (401, 403): its body says why; read it, say it in words, and retry later.
+    let refused = false
+    ws.on('unexpected-response', (_req, res) => {
+      refused = true
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        if (body.length < 8192) body += chunk
+      })
+      let done = false
+      const finish = () => {
+        if (done) return
+        done = true
+        let reply: { code?: string; message?: string } = {}
+        try {
+          reply = JSON.parse(body) as typeof reply
+        } catch {
+          /* not JSON: the status alone */
+        }
+        this.#onRefused(res.statusCode ?? 0, reply, enrolling)
+        ws.terminate()
+      }
+      res.on('end', finish)
+      res.on('error', finish)
+      res.on('close', finish)
+    })
     ws.on('error', (err) => {
-      // 401 at the upgrade: the server does not know our credential (any more).
-      if (/Unexpected server response: 401/.test(err.message) && !enrolling && this.#opts.enrolToken) {
-        this.#log.warn({ agentId: this.#credential?.agentId }, 'the server refused our credential; enrolling again with the enrolment token')
-        forgetCredential(this.#opts.stateDir)
-        this.#credential = undefined
-      } else if (this.#attempt === 0 || this.#attempt % 10 === 0) {
+      if (refused) return
+      if (this.#attempt === 0 || this.#attempt % 10 === 0) {
         this.#log.warn({ err: err.message, server: this.url }, 'link error')
       } else {
         this.#log.debug({ err: err.message }, 'link error')
@@ -200,10 +228,44 @@ export class AgentLink {
     })
   }
 
+  /**
+   * The server refused the upgrade: said once in words (then every tenth attempt), with what to
+   * do on this host. A credential the server no longer knows is dropped, and the agent enrols
+   * again with its enrolment token.
+   */
+  #onRefused(status: number, reply: { code?: string; message?: string }, enrolling: boolean): void {
+    const said = reply.message ?? `HTTP ${status}`
+    const loud = this.#attempt === 0 || this.#attempt % 10 === 0
+    const log = (msg: string) => (loud ? this.#log.error({ server: this.url, status, code: reply.code, reason: said }, msg) : this.#log.debug({ status, code: reply.code }, msg))
+    if (status === 401 && !enrolling) {
+      if (this.#opts.enrolToken) {
+        this.#log.warn({ agentId: this.#credential?.agentId, reason: said }, 'the server no longer accepts this agent\'s credential; enrolling again with the enrolment token')
+        forgetCredential(this.#opts.stateDir)
+        this.#credential = undefined
+        this.#attempt = 0
+      } else {
+        log(`the server refused this agent's credential (${said}) and there is no --enrol-token-file to enrol again with; give the agent the server's enrolment token`)
+      }
+    } else if (status === 401) {
+      this.#refused = true
+      log(
+        this.#opts.enrolToken
+          ? `the server refused the enrolment token: the file given as --enrol-token-file must hold the server's enrolment token (the server's --enrol-token-file, or enrol.token in its state dir) — ${said}`
+          : `the server needs an enrolment token: start the agent with --enrol-token-file FILE holding the server's enrolment token — ${said}`,
+      )
+    } else if (reply.code === 'FAULTLINE_ERR_AGENT_REMOVED') {
+      this.#refused = true
+      log(`an admin removed this agent from the server: ${said}`)
+    } else {
+      log(`the server refused the connection (HTTP ${status}): ${said}`)
+    }
+  }
+
   #scheduleReconnect(): void {
     this.#state = 'waiting'
-    const { initialMs, maxMs } = this.#opts.backoff ?? { initialMs: 500, maxMs: 10_000 }
-    const ceiling = Math.min(maxMs, initialMs * 2 ** Math.min(this.#attempt, 20))
+    const { initialMs, maxMs, refusedMs = 60_000 } = this.#opts.backoff ?? { initialMs: 500, maxMs: 10_000 }
+    const ceiling = this.#refused ? Math.max(refusedMs, maxMs) : Math.min(maxMs, initialMs * 2 ** Math.min(this.#attempt, 20))
+    this.#refused = false
     // "Equal jitter": half fixed, half random, so a fleet that lost the server together does
     // not come back in one burst, and no agent waits much less than the backoff.
     const delay = ceiling / 2 + Math.random() * (ceiling / 2)
@@ -323,7 +385,7 @@ export class AgentLink {
     const origin: Origin = { who: 'server', address: new URL(this.url).host, lease: true, ...(message.runId ? { runId: message.runId } : {}) }
     try {
       const { injections } = await this.#opts.injector.create({ ...message.body, id: message.body.id ?? message.requestId }, origin)
-      if (message.runId && message.guards && message.guards.length > 0 && injections.some((i) => isOpenStatus(i.status))) {
+      if (!message.body.dryRun && message.runId && message.guards && message.guards.length > 0 && injections.some((i) => isOpenStatus(i.status))) {
         this.#startGuards(message.runId, message.guards)
       }
       return { ...base, injections }

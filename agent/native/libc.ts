@@ -20,6 +20,7 @@ export interface Libc {
   linkat: (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags: number) => number
   futimens: (fd: number, times: Buffer) => number
   getsockopt: (fd: number, level: number, optname: number, optval: Buffer, optlen: Buffer) => number
+  flock: (fd: number, operation: number) => number
   errno: () => number
 }
 
@@ -37,6 +38,7 @@ export function load(): Libc {
     linkat: lib.func('int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)') as Libc['linkat'],
     futimens: lib.func('int futimens(int fd, void *times)') as Libc['futimens'],
     getsockopt: lib.func('int getsockopt(int sockfd, int level, int optname, void *optval, void *optlen)') as Libc['getsockopt'],
+    flock: lib.func('int flock(int fd, int operation)') as Libc['flock'],
     errno: () => koffi.errno(),
   }
   return libc
@@ -101,4 +103,20 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
   len.writeUInt32LE(cred.length)
   if (c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) !== 0) return undefined
   return { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) }
+}
+
+const LOCK_EX = 2
+const LOCK_NB = 4
+
+/**
+ * flock(2) LOCK_EX | LOCK_NB on an open file: true when this process now holds it, false when
+ * another open file description does (EWOULDBLOCK). The lock goes with the descriptor: closing
+ * it, or the process ending in any way, releases it.
+ */
+export function tryLockExclusive(fd: number): boolean {
+  const c = load()
+  if (c.flock(fd, LOCK_EX | LOCK_NB) === 0) return true
+  const errno = c.errno()
+  if (errno === 11 /* EWOULDBLOCK */) return false
+  throw errnoError('flock', errno)
 }

@@ -8,7 +8,7 @@ import {
   InjectionSchema,
   InjectionStatusSchema,
 } from '../../protocol/injection.js'
-import { explainUnknownNames } from '../../protocol/explain.js'
+import { checkRequest } from '../../protocol/explain.js'
 import type { Injector } from '../lifecycle/injector.js'
 
 
@@ -28,7 +28,7 @@ export const injectionRoutes: FastifyPluginAsyncTypebox<{ injector: Injector }> 
         body: CreateInjectionBodySchema,
         response: { 200: CreateInjectionReplySchema, 201: CreateInjectionReplySchema, ...errors },
       },
-      preValidation: async (req) => explainUnknownNames(req.body, 'agent'),
+      preValidation: async (req) => checkRequest(req.body, 'agent'),
     },
     async (req, reply) => {
       const { created, injections } = await injector.create(req.body, { who: req.who, address: req.ip })

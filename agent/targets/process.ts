@@ -1,10 +1,9 @@
-import { createRequire } from 'node:module'
 import { FaultlineError } from '../../protocol/errors.js'
+import { compileCmdlinePattern } from '../../protocol/patterns.js'
 import type { ResolvedProcess, TargetSelector } from '../../protocol/target.js'
-import { isKernelThread, listPids, readCmdline, readStat, type ProcStat } from './procfs.js'
+import { etcPath } from '../host-paths.js'
+import { isKernelThread, listPids, readCmdline, readStat, readUid, readUserNames, type ProcStat } from './procfs.js'
 import type { TargetContext, TargetResolver } from './types.js'
-
-const safeRegex = createRequire(import.meta.url)('safe-regex2') as (re: string | RegExp) => boolean
 
 type ProcessSelector = Extract<TargetSelector, { type: 'process' }>
 
@@ -20,7 +19,10 @@ function isExited(stat: ProcStat): boolean {
   return stat.state === 'Z' || stat.state === 'X'
 }
 
-function toResolved(stat: ProcStat, ctx: TargetContext): ResolvedProcess {
+/** `users` is the host's passwd, read once per resolution (toResolved runs per match). */
+function toResolved(stat: ProcStat, ctx: TargetContext, users = readUserNames(etcPath(ctx.paths, 'passwd'))): ResolvedProcess {
+  const uid = readUid(ctx.paths.procRoot, stat.pid)
+  const user = uid === undefined ? undefined : users.get(uid)
   return {
     type: 'process',
     pid: stat.pid,
@@ -28,31 +30,11 @@ function toResolved(stat: ProcStat, ctx: TargetContext): ResolvedProcess {
     comm: stat.comm,
     cmdline: readCmdline(ctx.paths.procRoot, stat.pid).slice(0, 4096),
     state: stat.state,
+    ...(uid !== undefined ? { uid } : {}),
+    ...(user !== undefined ? { user } : {}),
   }
 }
 
-/** Compiles a user regex, refusing invalid ones and ones that could backtrack catastrophically. */
-export function compileCmdlinePattern(pattern: string): RegExp {
-  let re: RegExp
-  try {
-    re = new RegExp(pattern)
-  } catch (err) {
-    throw new FaultlineError('FAULTLINE_ERR_UNSAFE_PATTERN', `invalid cmdline regular expression: ${(err as Error).message}`)
-  }
-  if (!safeRegex(re)) {
-    throw new FaultlineError(
-      'FAULTLINE_ERR_UNSAFE_PATTERN',
-      `cmdline regular expression ${JSON.stringify(pattern)} has nested repetition that could backtrack catastrophically; simplify it`,
-    )
-  }
-  if (re.test('')) {
-    throw new FaultlineError(
-      'FAULTLINE_ERR_UNSAFE_PATTERN',
-      `cmdline regular expression ${JSON.stringify(pattern)} matches an empty command line, so it would select every process; make it match something specific, e.g. "^postgres: "`,
-    )
-  }
-  return re
-}
 
 function allProcesses(ctx: TargetContext): ProcStat[] {
   const out: ProcStat[] = []
@@ -90,11 +72,12 @@ export const processResolver: TargetResolver<'process'> = {
 
     const found: ResolvedProcess[] = []
     const skipped: string[] = []
+    const users = readUserNames(etcPath(ctx.paths, 'passwd'))
     for (const stat of allProcesses(ctx)) {
       if (isExited(stat) || !matches(stat)) continue
       const reason = forbiddenReason(stat, ctx)
       if (reason) skipped.push(reason)
-      else found.push(toResolved(stat, ctx))
+      else found.push(toResolved(stat, ctx, users))
     }
     if (found.length === 0) {
       const code = skipped.length > 0 ? 'FAULTLINE_ERR_TARGET_FORBIDDEN' : 'FAULTLINE_ERR_TARGET_NOT_FOUND'
@@ -105,8 +88,9 @@ export const processResolver: TargetResolver<'process'> = {
   },
 
   async discover(ctx) {
+    const users = readUserNames(etcPath(ctx.paths, 'passwd'))
     return allProcesses(ctx)
       .filter((stat) => !isExited(stat) && forbiddenReason(stat, ctx) === undefined)
-      .map((stat) => toResolved(stat, ctx))
+      .map((stat) => toResolved(stat, ctx, users))
   },
 }

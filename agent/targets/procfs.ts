@@ -58,6 +58,33 @@ export function readCmdline(procRoot: string, pid: number): string {
   }
 }
 
+/** The real uid of a process (/proc/<pid>/status, "Uid:" line); undefined when it is gone. */
+export function readUid(procRoot: string, pid: number): number | undefined {
+  try {
+    const m = /^Uid:\s+([0-9]+)/m.exec(readFileSync(join(procRoot, String(pid), 'status'), 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch (err) {
+    if (isGoneError(err)) return undefined
+    throw err
+  }
+}
+
+/** User names by uid, from a passwd file (the host's /etc/passwd); empty when it cannot be read. */
+export function readUserNames(passwdPath: string): Map<number, string> {
+  const names = new Map<number, string>()
+  let text = ''
+  try {
+    text = readFileSync(passwdPath, 'utf8')
+  } catch {
+    return names
+  }
+  for (const line of text.split('\n')) {
+    const [name, , uid] = line.split(':')
+    if (name && uid && /^[0-9]+$/.test(uid) && !names.has(Number(uid))) names.set(Number(uid), name)
+  }
+  return names
+}
+
 export function isKernelThread(stat: ProcStat): boolean {
   return (stat.flags & PF_KTHREAD) !== 0
 }

@@ -25,7 +25,9 @@ Examples:
   # the sockets only add names, labels and images)
   faultline agent --docker-socket /srv/docker/docker.sock
 
-Every flag can also be set as an environment variable (FAULTLINE_LISTEN, FAULTLINE_STATE_DIR, ...).
+Every flag can also be set as an environment variable named FAULTLINE_AGENT_ and the flag
+(FAULTLINE_AGENT_LISTEN, FAULTLINE_AGENT_STATE_DIR, ...; --tls-ca is FAULTLINE_AGENT_CLIENT_CA).
+FAULTLINE_SERVER is the CLI's: the agent joins a server only with --server or FAULTLINE_AGENT_SERVER.
 Precedence: flag, then environment, then config file, then default.
 
 Stopping the agent (SIGTERM, SIGINT) recovers every injection before it exits; after a crash or
@@ -36,38 +38,42 @@ lease (the server's --lease, default 30s), the agent recovers them on its own.`
 export function agentCommand(): Command {
   const cmd = new Command('agent')
     .description('run the host agent (HTTP API, journal, deadlines)')
-    .addOption(new Option('--config <file>', 'YAML or JSON file with any of the flags below').env('FAULTLINE_CONFIG'))
+    .addOption(new Option('--config <file>', 'YAML or JSON file with any of the flags below').env('FAULTLINE_AGENT_CONFIG'))
     .addOption(
       new Option('--listen <unix:path|host:port>', 'where the HTTP API listens (default unix:/run/faultline/agent.sock as root, else unix:<state-dir>/agent.sock); TCP always needs a token or client certificates').env(
-        'FAULTLINE_LISTEN',
+        'FAULTLINE_AGENT_LISTEN',
       ),
     )
-    .addOption(new Option('--state-dir <dir>', 'journal, backups and the generated token live here').env('FAULTLINE_STATE_DIR').default(DEFAULT_AGENT_STATE_DIR))
-    .addOption(new Option('--policy <file>', "host policy (YAML): the kinds, targets, paths, limits and networks this host's owner allows, whoever asks").env('FAULTLINE_POLICY'))
-    .addOption(new Option('--max-duration <duration>', 'longest duration an injection may ask for').env('FAULTLINE_MAX_DURATION').default('1h'))
-    .addOption(new Option('--token-file <file>', 'on TCP, require "Authorization: Bearer <token>" with the token in this file (default: <state-dir>/agent.token, made at first start)').env('FAULTLINE_TOKEN_FILE'))
-    .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)').env('FAULTLINE_TLS_CERT'))
-    .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('FAULTLINE_TLS_KEY'))
-    .addOption(new Option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)').env('FAULTLINE_TLS_CA'))
-    .addOption(new Option('--server <url>', 'Faultline server to join: wss://HOST:7071').env('FAULTLINE_SERVER'))
-    .addOption(new Option('--enrol-token-file <file>', "file with the server's enrolment token (needed until the agent has its own credential)").env('FAULTLINE_ENROL_TOKEN_FILE'))
-    .addOption(new Option('--labels <k=v,...>', 'labels experiments select this host by, e.g. role=db,zone=a').env('FAULTLINE_LABELS'))
-    .addOption(new Option('--server-ca <file>', "CA that signed the server's certificate (PEM)").env('FAULTLINE_SERVER_CA'))
-    .addOption(new Option('--name <name>', 'id to enrol under (default: the hostname)').env('FAULTLINE_NAME'))
-    .addOption(new Option('--docker-socket <path>', 'Docker Engine API socket, used for container names, labels and images (default /run/docker.sock, then /var/run/docker.sock)').env('FAULTLINE_DOCKER_SOCKET'))
-    .addOption(new Option('--containerd-socket <path>', 'containerd gRPC socket (default /run/containerd/containerd.sock)').env('FAULTLINE_CONTAINERD_SOCKET'))
-    .addOption(new Option('--podman-socket <path>', "podman's Docker-compatible API socket (default /run/podman/podman.sock)").env('FAULTLINE_PODMAN_SOCKET'))
-    .addOption(new Option('--crio-socket <path>', 'CRI-O socket (default /run/crio/crio.sock, then /var/run/crio/crio.sock)').env('FAULTLINE_CRIO_SOCKET'))
+    .addOption(new Option('--state-dir <dir>', 'journal, backups and the generated token live here').env('FAULTLINE_AGENT_STATE_DIR').default(DEFAULT_AGENT_STATE_DIR))
+    .addOption(new Option('--policy <file>', "host policy (YAML): the kinds, targets, paths, limits and networks this host's owner allows, whoever asks").env('FAULTLINE_AGENT_POLICY'))
+    .addOption(new Option('--max-duration <duration>', 'longest duration an injection may ask for').env('FAULTLINE_AGENT_MAX_DURATION').default('1h'))
+    .addOption(new Option('--token-file <file>', 'on TCP, require "Authorization: Bearer <token>" with the token in this file (default: <state-dir>/agent.token, made at first start)').env('FAULTLINE_AGENT_TOKEN_FILE'))
+    .addOption(new Option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)').env('FAULTLINE_AGENT_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'private key of --tls-cert (PEM)').env('FAULTLINE_AGENT_TLS_KEY'))
+    .addOption(new Option('--tls-ca <file>', 'require client certificates signed by this CA (PEM)').env('FAULTLINE_AGENT_CLIENT_CA'))
+    .addOption(new Option('--server <url>', 'Faultline server to join: wss://HOST:7071').env('FAULTLINE_AGENT_SERVER'))
+    .addOption(new Option('--enrol-token-file <file>', "file with the server's enrolment token (needed until the agent has its own credential)").env('FAULTLINE_AGENT_ENROL_TOKEN_FILE'))
+    .addOption(new Option('--labels <k=v,...>', 'labels experiments select this host by, e.g. role=db,zone=a').env('FAULTLINE_AGENT_LABELS'))
+    .addOption(new Option('--server-ca <file>', "CA that signed the server's certificate (PEM)").env('FAULTLINE_AGENT_SERVER_CA'))
+    .addOption(new Option('--name <name>', 'id to enrol under (default: the hostname)').env('FAULTLINE_AGENT_NAME'))
+    .addOption(new Option('--docker-socket <path>', 'Docker Engine API socket, used for container names, labels and images (default /run/docker.sock, then /var/run/docker.sock)').env('FAULTLINE_AGENT_DOCKER_SOCKET'))
+    .addOption(new Option('--containerd-socket <path>', 'containerd gRPC socket (default /run/containerd/containerd.sock)').env('FAULTLINE_AGENT_CONTAINERD_SOCKET'))
+    .addOption(new Option('--podman-socket <path>', "podman's Docker-compatible API socket (default /run/podman/podman.sock)").env('FAULTLINE_AGENT_PODMAN_SOCKET'))
+    .addOption(new Option('--crio-socket <path>', 'CRI-O socket (default /run/crio/crio.sock, then /var/run/crio/crio.sock)').env('FAULTLINE_AGENT_CRIO_SOCKET'))
     .addOption(
       new Option('--log-level <level>', 'log level')
-        .env('FAULTLINE_LOG_LEVEL')
+        .env('FAULTLINE_AGENT_LOG_LEVEL')
         .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
         .default('info'),
     )
     .addHelpText('after', examples)
     .action(async (_opts, command: Command) => {
       const { startAgent } = await import('../../agent/main.js')
-      await startAgent(resolveAgentConfig(command))
+      const config = resolveAgentConfig(command)
+      if (!config.server && process.env.FAULTLINE_SERVER) {
+        process.stderr.write('faultline: note: FAULTLINE_SERVER is the CLI\'s server; this agent joins a server only with --server or FAULTLINE_AGENT_SERVER\n')
+      }
+      await startAgent(config)
     })
   return cmd
 }

@@ -12,11 +12,11 @@ export function withClientOptions(cmd: Command): Command {
     .addOption(
       new Option('--agent <address>', `the agent: unix:PATH, or http(s)://HOST:PORT (default: ${DEFAULT_AGENT_SOCKET}, else <state-dir>/agent.sock)`).env('FAULTLINE_AGENT'),
     )
-    .addOption(new Option('--state-dir <dir>', "the agent's state dir: its socket when it does not run as root, and the token it made for TCP").env('FAULTLINE_STATE_DIR').default(DEFAULT_AGENT_STATE_DIR))
-    .addOption(new Option('--token-file <file>', "file with the agent's bearer token, over TCP (default <state-dir>/agent.token, when readable)").env('FAULTLINE_TOKEN_FILE'))
-    .addOption(new Option('--tls-ca <file>', 'CA that signed the agent\'s certificate (https)').env('FAULTLINE_TLS_CA'))
-    .addOption(new Option('--tls-cert <file>', 'client certificate, when the agent requires one').env('FAULTLINE_TLS_CERT'))
-    .addOption(new Option('--tls-key <file>', 'key of --tls-cert').env('FAULTLINE_TLS_KEY'))
+    .addOption(new Option('--state-dir <dir>', "the agent's state dir: its socket when it does not run as root, and the token it made for TCP").env('FAULTLINE_AGENT_STATE_DIR').default(DEFAULT_AGENT_STATE_DIR))
+    .addOption(new Option('--token-file <file>', "file with the agent's bearer token, over TCP (default <state-dir>/agent.token, when readable)").env('FAULTLINE_AGENT_TOKEN_FILE'))
+    .addOption(new Option('--tls-ca <file>', 'CA that signed the agent\'s certificate (https)').env('FAULTLINE_AGENT_CA'))
+    .addOption(new Option('--tls-cert <file>', 'client certificate, when the agent requires one').env('FAULTLINE_AGENT_CLIENT_CERT'))
+    .addOption(new Option('--tls-key <file>', 'key of --tls-cert').env('FAULTLINE_AGENT_CLIENT_KEY'))
     .option('--json', 'print JSON instead of text')
 }
 

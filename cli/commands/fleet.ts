@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander'
 import { readFileSync } from 'node:fs'
-import { isReadable as readable } from '../../common/config.js'
+import { ConfigError, isReadable as readable } from '../../common/config.js'
 import { DEFAULT_SERVER_STATE_DIR, adminTokenFile } from '../../common/locations.js'
 import type { Experiment } from '../../protocol/experiment.js'
 import { roles } from '../../protocol/roles.js'
-import type { AgentView, ApiTokenView, ExperimentView, HaltResult, NewApiToken, RunRecordView, RunView } from '../../protocol/views.js'
+import { describeTarget } from '../../protocol/target.js'
+import type { AgentView, ApiTokenView, ExperimentPlan, ExperimentView, HaltResult, NewApiToken, RemovedAgentView, RunRecordView, RunView } from '../../protocol/views.js'
 import { AgentClient } from '../client.js'
 import { bold, clock, dim, green, red, relative, table, yellow } from '../format.js'
 import { printJson, wantsJson } from './client-options.js'
@@ -17,8 +18,8 @@ export function withServerOptions(cmd: Command): Command {
     .addOption(new Option('--token-file <file>', "file with an API token, or the admin token (default <server-state-dir>/admin.token, when readable)").env('FAULTLINE_SERVER_TOKEN_FILE'))
     .addOption(new Option('--server-state-dir <dir>', "the server's state dir, where it made its admin token").env('FAULTLINE_SERVER_STATE_DIR').default(DEFAULT_SERVER_STATE_DIR))
     .addOption(new Option('--tls-ca <file>', "CA that signed the server's certificate").env('FAULTLINE_SERVER_CA'))
-    .addOption(new Option('--tls-cert <file>', 'client certificate to present (optional; recorded in the audit log)').env('FAULTLINE_SERVER_CERT'))
-    .addOption(new Option('--tls-key <file>', 'key of --tls-cert').env('FAULTLINE_SERVER_KEY'))
+    .addOption(new Option('--tls-cert <file>', 'client certificate to present (optional; recorded in the audit log)').env('FAULTLINE_SERVER_CLIENT_CERT'))
+    .addOption(new Option('--tls-key <file>', 'key of --tls-cert').env('FAULTLINE_SERVER_CLIENT_KEY'))
     .option('--json', 'print JSON instead of text')
 }
 
@@ -115,19 +116,73 @@ Example file (db-latency.yaml):
     - { http: { url: "http://127.0.0.1:8080/health", expectStatus: 200 }, every: 5s }
 
 Examples:
+  faultline exp apply -f db-latency.yaml --dry-run   checks it and shows per host what would happen
   faultline exp apply -f db-latency.yaml
   faultline exp apply -f - < experiment.json`,
     )
-    .action(async (_o, cmd: Command) =>
-      withServer(cmd, async (client) => {
-        const file = cmd.opts<{ file: string }>().file
-        const text = readFileSync(file === '-' ? 0 : file, 'utf8')
-        const json = file.endsWith('.json') || /^\s*\{/.test(text)
-        const { status, body } = await client.call<ExperimentView>('POST', '/v1/experiments', { raw: text, contentType: json ? 'application/json' : 'application/yaml' })
+    .option('--dry-run', 'check it, and ask every connected agent it selects what it would do there; store nothing, apply nothing')
+    .action(async (_o, cmd: Command) => {
+      const { file, dryRun } = cmd.opts<{ file: string; dryRun?: boolean }>()
+      const text = readExperimentFile(file)
+      const raw = { raw: text, contentType: file.endsWith('.json') || /^\s*\{/.test(text) ? 'application/json' : 'application/yaml' }
+      await withServer(cmd, async (client) => {
+        if (dryRun) {
+          const { body } = await client.call<ExperimentPlan>('POST', '/v1/plans', raw)
+          if (wantsJson(cmd)) return printJson(body)
+          printPlan(body)
+          return
+        }
+        const { status, body } = await client.call<ExperimentView>('POST', '/v1/experiments', raw)
         if (wantsJson(cmd)) return printJson(body)
         const next = body.nextRunAt ? dim(`  next run ${clock(body.nextRunAt)} (${relative(body.nextRunAt)})`) : ''
         console.log(`${green('✓')} experiment ${bold(body.name)} ${status === 201 ? 'created' : 'replaced'}${next}`)
-      }),
+        for (const w of body.warnings ?? []) console.log(`${yellow('!')} ${w}`)
+      }, 120_000)
+    })
+}
+
+/** The experiment file, or standard input for "-"; a missing file is one line, not a stack. */
+function readExperimentFile(file: string): string {
+  try {
+    return readFileSync(file === '-' ? 0 : file, 'utf8')
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw new ConfigError(`cannot read the experiment file ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.message}`)
+  }
+}
+
+/** A plan, host by host: what each agent would do, or why it would fail. */
+function printPlan(plan: ExperimentPlan): void {
+  const s = plan.selection
+  console.log(
+    `${bold(`plan of ${plan.experiment}`)}  ${dim(`a run now would pick ${s.wouldChoose} of ${s.connected} connected host(s) (mode ${plan.mode})${s.matched > s.connected ? `, ${s.matched - s.connected} offline` : ''}; duration ${plan.duration}; nothing was applied`)}`,
+  )
+  for (const w of plan.warnings) console.log(`${yellow('!')} ${w}`)
+  if (plan.hosts.length === 0) return console.log(dim('no agent matches its hosts; see "faultline agents ls"'))
+  const rows = [['AGENT', 'OUTCOME', 'TARGET', 'PLAN / ERROR'].map(bold)]
+  for (const h of plan.hosts) {
+    if (h.injections.length === 0) rows.push([h.agent, planColor(h.outcome), dim('-'), h.error ? red(h.error.message.slice(0, 160)) : ''])
+    for (const i of h.injections) rows.push([h.agent, planColor(h.outcome), describeTarget(i.resolved), h.error ? red(h.error.message.slice(0, 160)) : (i.plan?.steps ?? []).filter((st) => st.phase === 'apply').map((st) => st.detail).join('; ').slice(0, 160)])
+  }
+  console.log(table(rows))
+  if (plan.hosts.some((h) => h.outcome === 'refused')) process.exitCode = 1
+}
+
+function planColor(outcome: string): string {
+  return outcome === 'would-inject' ? green(outcome) : outcome === 'refused' ? red(outcome) : yellow(outcome)
+}
+
+function expPlan(): Command {
+  return withServerOptions(new Command('plan'))
+    .description('what a run of a stored experiment would do now, host by host; nothing is applied')
+    .argument('<name>', 'experiment name')
+    .addHelpText('after', '\nExamples:\n  faultline exp plan db-latency\n  faultline exp apply -f db-latency.yaml --dry-run    (the same, for a file not applied yet)\n\nExit status: 1 when some selected host would refuse it.')
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<ExperimentPlan>('POST', `/v1/experiments/${encodeURIComponent(name)}/plan`)
+        if (wantsJson(cmd)) return printJson(body)
+        printPlan(body)
+      }, 120_000),
     )
 }
 
@@ -288,6 +343,7 @@ export function expCommand(): Command {
   return new Command('exp')
     .description('experiments on the server: apply, list, show, run, abort')
     .addCommand(expApply())
+    .addCommand(expPlan())
     .addCommand(expLs())
     .addCommand(expShow())
     .addCommand(expRun())
@@ -297,7 +353,9 @@ export function expCommand(): Command {
       'after',
       `
 Examples:
+  faultline exp apply -f db-latency.yaml --dry-run    what each host would do; nothing applied
   faultline exp apply -f db-latency.yaml
+  faultline exp plan db-latency
   faultline exp run db-latency
   faultline exp show db-latency
   export FAULTLINE_SERVER=https://faultline.example:7071 FAULTLINE_SERVER_TOKEN_FILE=~/.faultline-token FAULTLINE_SERVER_CA=ca.crt`,
@@ -341,9 +399,18 @@ For this host's agent alone, use "faultline recover --all".`,
 export function agentsCommand(): Command {
   const ls = withServerOptions(new Command('ls'))
     .description('list the agents the server knows')
-    .addHelpText('after', '\nExamples:\n  faultline agents ls\n  faultline agents ls --json | jq \'.agents[] | select(.connected)\'')
+    .option('--removed', 'list the names refused because an admin removed their agent')
+    .addHelpText('after', '\nExamples:\n  faultline agents ls\n  faultline agents ls --removed\n  faultline agents ls --json | jq \'.agents[] | select(.connected)\'')
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (client) => {
+        if (cmd.opts<{ removed?: boolean }>().removed) {
+          const { body } = await client.call<{ removed: RemovedAgentView[] }>('GET', '/v1/agents/removed')
+          if (wantsJson(cmd)) return printJson(body)
+          if (body.removed.length === 0) return console.log(dim('no removed agents'))
+          const rows = [['NAME', 'AGENT', 'REMOVED', 'BY'].map(bold)]
+          for (const r of body.removed) rows.push([r.name, r.agentId, relative(r.removedAt), r.removedBy])
+          return console.log(table(rows))
+        }
         const { body } = await client.call<{ agents: AgentView[] }>('GET', '/v1/agents')
         if (wantsJson(cmd)) return printJson(body)
         if (body.agents.length === 0) return console.log(dim('no agents; start one with "faultline agent --server URL --enrol-token-file F"'))
@@ -366,17 +433,38 @@ export function agentsCommand(): Command {
       }),
     )
   const rm = withServerOptions(new Command('rm'))
-    .description('forget an agent (admin): its credential stops working')
+    .description('remove an agent (admin): it is disconnected and may not enrol again until "faultline agents admit"')
     .argument('<id>', 'agent id')
-    .addHelpText('after', '\nExample:\n  faultline agents rm db-7    (it enrols again only with the enrolment token)')
+    .addHelpText(
+      'after',
+      `
+Example:
+  faultline agents rm db-7
+
+The agent is disconnected at once and its credential stops working; its lease then recovers the
+server's injections on it. Its name stays refused, even with the enrolment token, until an admin
+runs "faultline agents admit db-7". Stop the agent on the host (systemctl stop faultline-agent)
+if it should not run at all.`,
+    )
     .action(async (id: string, _o, cmd: Command) =>
       withServer(cmd, async (client) => {
-        const { body } = await client.call<{ deleted: string }>('DELETE', `/v1/agents/${encodeURIComponent(id)}`)
+        const { body } = await client.call<{ deleted: string; refused: string[] }>('DELETE', `/v1/agents/${encodeURIComponent(id)}`)
         if (wantsJson(cmd)) return printJson(body)
-        console.log(`${green('✓')} agent ${body.deleted} removed`)
+        console.log(`${green('✓')} agent ${body.deleted} removed and disconnected; ${body.refused.join(', ')} may not enrol again until "faultline agents admit ${body.refused[0]}"`)
       }),
     )
-  return new Command('agents').description('agents known to the server').addCommand(ls).addCommand(rm)
+  const admit = withServerOptions(new Command('admit'))
+    .description('let a removed agent enrol again (admin)')
+    .argument('<name>', 'the name (or id) of the removed agent')
+    .addHelpText('after', '\nExample:\n  faultline agents admit db-7    (it enrols again with the enrolment token at its next attempt)')
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (client) => {
+        const { body } = await client.call<{ admitted: string[] }>('POST', `/v1/agents/${encodeURIComponent(name)}/admit`)
+        if (wantsJson(cmd)) return printJson(body)
+        console.log(`${green('✓')} ${body.admitted.join(', ')} may enrol again`)
+      }),
+    )
+  return new Command('agents').description('agents known to the server').addCommand(ls).addCommand(rm).addCommand(admit)
 }
 
 export function tokensCommand(): Command {

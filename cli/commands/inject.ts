@@ -1,11 +1,17 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { formatDuration } from '../../protocol/duration.js'
 import { faultSpecs, type FaultSpecDefinition } from '../../protocol/faults/index.js'
-import { isOpenStatus, type Injection } from '../../protocol/injection.js'
+import { createInterface } from 'node:readline/promises'
+import { FaultlineError, isFaultlineError } from '../../protocol/errors.js'
+import { explainRequest, requestError, type Issue } from '../../protocol/explain.js'
+import { isOpenStatus, type CreateInjectionBody, type Injection } from '../../protocol/injection.js'
 import { describeTarget, parseTargetShorthand } from '../../protocol/target.js'
 import type { AgentClient } from '../client.js'
 import { clock, dim, green, injectionDetails, red, yellow } from '../format.js'
 import { clientFrom, printJson, wantsJson, withClientOptions } from './client-options.js'
+
+/** The most targets one request may name (the schema's maximum of maxTargets). */
+const MAX_TARGETS = 10_000
 
 const targetHelp =
   'host | process:<pid> | process:name=<comm> | process:cmdline=<regex> | netns:<name> | container:<id prefix> | container:name=<name> | container:labels=<k=v,...> | container:image=<ref>'
@@ -114,10 +120,13 @@ function kindCommand(kind: FaultSpecDefinition): Command {
     .option('--id <id>', 'client id: posting the same id and spec again returns the same injection')
     .option('--dry-run', 'print the plan; change nothing')
     .option('--detach', 'return once the fault is active; the agent recovers it at the deadline')
-    .option('--max-targets <n>', 'refuse if the selector matches more targets than this (agent default 20)', (v) => {
-      if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError('expected a whole number')
-      return Number(v)
-    })
+    .addOption(
+      new Option('--max-targets <n>', 'how many targets the selector may match (default 1: more is refused with the list of what matched)').argParser((v) => {
+        if (!/^[1-9][0-9]{0,3}$|^10000$/.test(v)) throw new InvalidArgumentError('expected a whole number from 1 to 10000')
+        return Number(v)
+      }),
+    )
+    .addOption(new Option('--all', 'fault every target the selector matches (up to 10000)').conflicts('maxTargets'))
   for (const opt of kindOptions(kind)) cmd.addOption(opt)
   cmd.addHelpText('after', kindExamples(kind))
   cmd.action(async (_opts, command: Command) => injectAction(kind, command))
@@ -133,32 +142,79 @@ export function injectCommand(): Command {
 }
 
 /** The POST /v1/injections body a kind's command line asks for. */
-export function requestFromOptions(kind: FaultSpecDefinition, opts: Record<string, unknown>) {
+export function requestFromOptions(kind: FaultSpecDefinition, opts: Record<string, unknown>): CreateInjectionBody {
   const schema = kind.specSchema as unknown as { properties: Record<string, unknown> }
   const fault: Record<string, unknown> = { kind: kind.kind }
   for (const name of Object.keys(schema.properties)) {
     if (name !== 'kind' && opts[name] !== undefined) fault[name] = opts[name]
   }
   return {
-    fault,
+    fault: fault as CreateInjectionBody['fault'],
     target: parseTargetShorthand(String(opts.target)),
     duration: String(opts.duration),
     ...(opts.id ? { id: String(opts.id) } : {}),
     ...(opts.dryRun ? { dryRun: true } : {}),
-    ...(opts.maxTargets !== undefined ? { maxTargets: opts.maxTargets } : {}),
+    ...(opts.maxTargets !== undefined ? { maxTargets: Number(opts.maxTargets) } : opts.all ? { maxTargets: MAX_TARGETS } : {}),
+  }
+}
+
+/**
+ * A request's issues in the words of the command line: "--load: load 150 is above the maximum
+ * 100 (allowed: ...)". Checked before anything is sent, so a typo needs no agent to be explained.
+ */
+export function flagIssues(issues: Issue[]): string {
+  const flag = (field: string) =>
+    field === 'duration' ? '--duration' : field.startsWith('target') ? '--target' : field.startsWith('fault.') ? `--${kebab(field.slice('fault.'.length).replace(/[.[].*$/, ''))}` : field
+  return issues.map((i) => `${flag(i.field)}: ${i.problem}${i.allowed ? ` (allowed: ${i.allowed})` : ''}`).join('\n  ')
+}
+
+/** The agent's answer to a body with issues, said with flags instead of JSON fields. */
+function inFlagWords(err: unknown): unknown {
+  const issues = (err as { details?: { issues?: Issue[] } }).details?.issues
+  if (!isFaultlineError(err) || !Array.isArray(issues) || issues.length === 0) return err
+  return new FaultlineError(err.code, flagIssues(issues), err.details)
+}
+
+/**
+ * On a terminal, a selector that matched more than it may is shown and the user asked whether
+ * to fault them all; elsewhere (scripts, --json) the refusal stands.
+ */
+async function confirmAll(err: unknown, json: boolean): Promise<number | undefined> {
+  if (!isFaultlineError(err) || err.code !== 'FAULTLINE_ERR_TOO_MANY_TARGETS' || json || !process.stdin.isTTY || !process.stdout.isTTY) return undefined
+  const details = err.details as { matched?: number; targets?: string[] } | undefined
+  if (!details?.matched || !details.targets) return undefined
+  console.log(`${yellow('!')} the selector matched ${details.matched} targets:`)
+  for (const t of details.targets) console.log(`    ${t}`)
+  const rl = createInterface({ input: process.stdin, output: process.stdout })
+  try {
+    const answer = await rl.question(`Fault all ${details.matched} of them? [y/N] `)
+    return /^y(es)?$/i.test(answer.trim()) ? details.matched : undefined
+  } finally {
+    rl.close()
   }
 }
 
 async function injectAction(kind: FaultSpecDefinition, cmd: Command): Promise<void> {
   const opts = cmd.opts<Record<string, unknown>>()
   const json = wantsJson(cmd)
-  const body = requestFromOptions(kind, opts)
+  const body: CreateInjectionBody = requestFromOptions(kind, opts)
+  const issues = explainRequest(body, 'faultline')
+  if (issues.length > 0) throw new FaultlineError(requestError(issues).code, flagIssues(issues), { issues })
   const client = clientFrom(cmd)
   // Ctrl-C is watched from before the request, so an interrupt that lands while the agent is
   // still applying recovers the fault as soon as it exists.
   const sigint = watchSigint()
   try {
-    const { body: reply } = await client.call<Injection | { injections: Injection[] }>('POST', '/v1/injections', body)
+    const post = () => client.call<Injection | { injections: Injection[] }>('POST', '/v1/injections', body)
+    let reply: Injection | { injections: Injection[] }
+    try {
+      reply = (await post()).body
+    } catch (err) {
+      const all = await confirmAll(err, json)
+      if (all === undefined) throw inFlagWords(err)
+      body.maxTargets = all
+      reply = (await post().catch((again: unknown) => Promise.reject(inFlagWords(again)))).body
+    }
     const injections = 'injections' in reply ? reply.injections : [reply]
     if (opts.dryRun) {
       if (json) printJson(injections)

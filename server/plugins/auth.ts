@@ -63,14 +63,14 @@ export const serverAuthPlugin = fp(async function serverAuthPlugin(app: FastifyI
         const token = presented ? opts.store.tokenBySecret(presented) : undefined
         if (!token) {
           if (OPEN_ROUTES.has(path)) return
-          throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'the bearer token is not valid; use the admin token (--admin-token-file) or one made with "POST /v1/tokens"')
+          throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'the bearer token is not one this server knows: send the admin token (<state-dir>/admin.token) or an API token (faultline tokens create)')
         }
         req.who = `${prefix}token:${token.name}`
         req.role = token.role
         opts.store.tokenUsed(token.id)
       }
     } else if (!OPEN_ROUTES.has(path)) {
-      throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'send "Authorization: Bearer <token>" (the admin token, or an API token from "faultline tokens create")')
+      throw new FaultlineError('FAULTLINE_ERR_UNAUTHORIZED', 'no bearer token was sent: send the admin token (<state-dir>/admin.token) or an API token (faultline tokens create) as "Authorization: Bearer <token>"')
     }
     if (OPEN_ROUTES.has(path) || req.is404) return
     const need: Role = config?.role ?? (req.method === 'GET' || req.method === 'HEAD' ? 'viewer' : 'operator')

@@ -1,24 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { parseDuration } from '../../protocol/duration.js'
 import { ErrorResponses as errors, FaultlineError } from '../../protocol/errors.js'
 import { ExperimentSchema, type Experiment } from '../../protocol/experiment.js'
-import { explainUnknownNames } from '../../protocol/explain.js'
+import { checkRequest } from '../../protocol/explain.js'
 import type { ServerContext } from '../context.js'
-import { checkSchedule } from '../scheduler.js'
-import { ExperimentViewSchema, type ExperimentView } from '../../protocol/views.js'
+import { checkExperiment } from '../experiment-checks.js'
+import { ExperimentPlanSchema, ExperimentViewSchema, type ExperimentView } from '../../protocol/views.js'
 import type { ExperimentRow } from '../store.js'
 
 const NameParams = Type.Object({ name: Type.String({ maxLength: 63 }) })
-
-/** What the schema cannot say: durations that parse, guard intervals, a usable cron expression. */
-function checkExperiment(spec: Experiment): void {
-  parseDuration(spec.duration)
-  for (const guard of spec.guards ?? []) {
-    if (parseDuration(guard.every) < 100) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `guard every ${guard.every} is too often; at least 100ms`)
-  }
-  if (spec.schedule !== undefined) checkSchedule(spec.schedule)
-}
 
 export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = async (app, { ctx }) => {
   const { store, runs, scheduler } = ctx
@@ -56,16 +46,16 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }>
         body: ExperimentSchema,
         response: { 200: ExperimentViewSchema, 201: ExperimentViewSchema, ...errors },
       },
-      preValidation: async (req) => explainUnknownNames(req.body, 'server'),
+      preValidation: async (req) => checkRequest(req.body, 'server'),
     },
     async (req, reply) => {
       const spec = req.body
-      checkExperiment(spec)
+      const warnings = checkExperiment(spec, store.agents())
       const created = store.putExperiment(spec, req.who)
       scheduler.set(spec.name, spec.schedule)
       ctx.event('experiment.applied', `experiment ${spec.name} ${created ? 'created' : 'replaced'} by ${req.who}`, { data: { name: spec.name } })
       reply.status(created ? 201 : 200)
-      return view(store.getExperiment(spec.name)!)
+      return { ...view(store.getExperiment(spec.name)!), ...(warnings.length > 0 ? { warnings } : {}) }
     },
   )
 
@@ -93,6 +83,39 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }>
       scheduler.set(req.params.name, undefined)
       ctx.event('experiment.deleted', `experiment ${req.params.name} deleted by ${req.who}`, { data: { name: req.params.name } })
       return { deleted: req.params.name }
+    },
+  )
+
+  app.post(
+    '/v1/plans',
+    {
+      schema: {
+        summary: 'What an experiment would do, per host, without applying it or storing it',
+        description:
+          'Checks the experiment as apply does, then asks every connected agent it selects to plan the fault as a dry run ' +
+          '(resolve the target, compute the plan, change nothing) and answers with each host\'s outcome. `faultline exp apply --dry-run`.',
+        body: ExperimentSchema,
+        response: { 200: ExperimentPlanSchema, ...errors },
+      },
+      preValidation: async (req) => checkRequest(req.body, 'server'),
+    },
+    async (req) => runs.plan(req.body, checkExperiment(req.body, store.agents())),
+  )
+
+  app.post(
+    '/v1/experiments/:name/plan',
+    {
+      schema: {
+        summary: 'What a run of a stored experiment would do now, per host, without applying anything',
+        description: 'As POST /v1/plans, for the experiment as stored. `faultline exp plan NAME`.',
+        params: NameParams,
+        response: { 200: ExperimentPlanSchema, ...errors },
+      },
+    },
+    async (req) => {
+      const row = store.getExperiment(req.params.name)
+      if (!row) throw new FaultlineError('FAULTLINE_ERR_EXPERIMENT_NOT_FOUND', `no experiment "${req.params.name}"; list them with "faultline exp ls"`)
+      return runs.plan(row.spec, checkExperiment(row.spec, store.agents()))
     },
   )
 

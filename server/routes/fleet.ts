@@ -3,8 +3,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { ErrorResponses as errors, FaultlineError } from '../../protocol/errors.js'
 import type { ServerContext } from '../context.js'
-import type { LinkIdentity } from '../hub.js'
-import { AgentViewSchema, HaltResultSchema } from '../../protocol/views.js'
+import { Hub, type LinkIdentity } from '../hub.js'
+import { AgentViewSchema, HaltResultSchema, RemovedAgentViewSchema } from '../../protocol/views.js'
 
 export const fleetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = async (app, { ctx }) => {
   const { store, hub, runs } = ctx
@@ -18,6 +18,7 @@ export const fleetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
       schema: { hide: true },
       // Authenticated in the upgrade request: a refused agent gets a plain 401, never a socket.
       onRequest: async (req) => {
+        req.who = Hub.claimOf(req)
         identities.set(req.raw, hub.authenticate(req))
       },
     },
@@ -56,17 +57,51 @@ export const fleetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
     {
       config: { role: 'admin' },
       schema: {
-        summary: 'Forget an agent: its credential stops working and its connection is closed',
-        description: 'Its lease then recovers whatever server injections it still has. To come back it must enrol again.',
+        summary: 'Remove an agent: its credential stops working, its connection is closed, and it may not enrol again until re-admitted',
+        description:
+          'Its lease then recovers whatever server injections it still has. The name it enrolled under (and its id) is refused from now on, ' +
+          'even with the enrolment token, until POST /v1/agents/:name/admit (faultline agents admit NAME).',
         params: Type.Object({ id: Type.String({ maxLength: 128 }) }),
-        response: { 200: Type.Object({ deleted: Type.String() }), ...errors },
+        response: { 200: Type.Object({ deleted: Type.String(), refused: Type.Array(Type.String()) }), ...errors },
       },
     },
     async (req) => {
-      if (!store.deleteAgent(req.params.id)) throw new FaultlineError('FAULTLINE_ERR_AGENT_NOT_FOUND', `no agent "${req.params.id}"`)
+      const refused = store.removeAgent(req.params.id, req.who)
+      if (!refused) throw new FaultlineError('FAULTLINE_ERR_AGENT_NOT_FOUND', `no agent "${req.params.id}"; see "faultline agents ls"`)
       hub.disconnect(req.params.id)
-      ctx.event('agent.removed', `agent ${req.params.id} removed by ${req.who}`, { agentId: req.params.id })
-      return { deleted: req.params.id }
+      ctx.event('agent.removed', `agent ${req.params.id} removed by ${req.who}; ${refused.join(', ')} refused until re-admitted`, { agentId: req.params.id, data: { refused } })
+      return { deleted: req.params.id, refused }
+    },
+  )
+
+  app.get(
+    '/v1/agents/removed',
+    {
+      schema: {
+        summary: 'Names refused because an admin removed their agent',
+        response: { 200: Type.Object({ removed: Type.Array(RemovedAgentViewSchema) }), ...errors },
+      },
+    },
+    async () => ({
+      removed: store.removedAgents().map((r) => ({ name: r.name, agentId: r.agentId, removedAt: new Date(r.removedAt).toISOString(), removedBy: r.removedBy })),
+    }),
+  )
+
+  app.post(
+    '/v1/agents/:name/admit',
+    {
+      config: { role: 'admin' },
+      schema: {
+        summary: 'Let a removed agent enrol again (with the enrolment token)',
+        params: Type.Object({ name: Type.String({ maxLength: 128 }) }),
+        response: { 200: Type.Object({ admitted: Type.Array(Type.String()) }), ...errors },
+      },
+    },
+    async (req) => {
+      const admitted = store.admitAgent(req.params.name)
+      if (admitted.length === 0) throw new FaultlineError('FAULTLINE_ERR_AGENT_NOT_FOUND', `no removed agent "${req.params.name}"; see "faultline agents ls --removed"`)
+      ctx.event('agent.admitted', `${admitted.join(', ')} admitted again by ${req.who}`, { data: { admitted } })
+      return { admitted }
     },
   )
 

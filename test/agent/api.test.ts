@@ -120,7 +120,7 @@ t.test('schema errors are 400 with a code and a useful message', async (t) => {
     ['unknown kind', { ...stop(s.pid), fault: { kind: 'process-nap' } }, 'FAULTLINE_ERR_VALIDATION', /unknown fault kind "process-nap"; this agent knows: process-kill, process-stop/],
     ['unknown target type', { ...stop(s.pid), target: { type: 'vm', name: 'x' } }, 'FAULTLINE_ERR_VALIDATION', /unknown target type "vm"/],
     ['missing duration', { fault: { kind: 'process-stop' }, target: { type: 'process', pid: s.pid } }, 'FAULTLINE_ERR_VALIDATION', /duration/],
-    ['bad duration', stop(s.pid, { duration: '5 minutes' }), 'FAULTLINE_ERR_VALIDATION', /duration/],
+    ['bad duration', stop(s.pid, { duration: '5 minutes' }), 'FAULTLINE_ERR_BAD_DURATION', /duration/],
     ['duration too long', stop(s.pid, { duration: '2h' }), 'FAULTLINE_ERR_BAD_DURATION', /maximum of 1h/],
     ['duration too short', stop(s.pid, { duration: '10ms' }), 'FAULTLINE_ERR_BAD_DURATION', /minimum/],
     ['pid as string', { ...stop(s.pid), target: { type: 'process', pid: String(s.pid) } }, 'FAULTLINE_ERR_VALIDATION', /pid/],
@@ -192,6 +192,19 @@ t.test('a selector matching several processes gives one injection each', async (
   const kids = [0, 1, 2].map(() => spawn('bash', ['-c', `exec -a ${marker} sleep 600`], { stdio: 'ignore' }))
   t.teardown(() => kids.forEach((k) => { try { process.kill(k.pid!, 'SIGCONT'); k.kill('SIGKILL') } catch { /* gone */ } }))
   await waitFor('three renamed sleepers', () => kids.every((k) => procState(k.pid!) === 'S'))
+  // By default a selector may match one target: more is refused with the list of what matched.
+  const byDefault = await app.inject({
+    method: 'POST',
+    url: '/v1/injections',
+    payload: { fault: { kind: 'process-stop' }, target: { type: 'process', cmdline: `^${marker}` }, duration: '30s' },
+  })
+  t.equal(byDefault.statusCode, 422)
+  const refusal = byDefault.json<{ code: string; message: string; details: { matched: number; maxTargets: number; targets: string[] } }>()
+  t.equal(refusal.code, 'FAULTLINE_ERR_TOO_MANY_TARGETS')
+  t.match(refusal.details, { matched: 3, maxTargets: 1 })
+  t.same(refusal.details.targets.map((d) => Number(/process (\d+)/.exec(d)![1])).sort(), kids.map((k) => k.pid).sort(), 'the refusal lists each match')
+  for (const k of kids) t.match(refusal.message, new RegExp(`process ${k.pid} \\(sleep, user root\\)`), 'with its pid, name and user')
+  t.match(refusal.message, /faultline inject --all/)
   const tooMany = await app.inject({
     method: 'POST',
     url: '/v1/injections',
@@ -203,7 +216,7 @@ t.test('a selector matching several processes gives one injection each', async (
   const res = await app.inject({
     method: 'POST',
     url: '/v1/injections',
-    payload: { fault: { kind: 'process-stop' }, target: { type: 'process', cmdline: `^${marker}` }, duration: '30s', id: 'multi' },
+    payload: { fault: { kind: 'process-stop' }, target: { type: 'process', cmdline: `^${marker}` }, duration: '30s', id: 'multi', maxTargets: 3 },
   })
   t.equal(res.statusCode, 201)
   const { injections } = res.json<{ injections: Injection[] }>()
@@ -215,7 +228,7 @@ t.test('a selector matching several processes gives one injection each', async (
   const replay = await app.inject({
     method: 'POST',
     url: '/v1/injections',
-    payload: { fault: { kind: 'process-stop' }, target: { type: 'process', cmdline: `^${marker}` }, duration: '30s', id: 'multi' },
+    payload: { fault: { kind: 'process-stop' }, target: { type: 'process', cmdline: `^${marker}` }, duration: '30s', id: 'multi', maxTargets: 3 },
   })
   t.equal(replay.statusCode, 200)
   t.equal(replay.json<{ injections: Injection[] }>().injections.length, 3)

@@ -21,7 +21,7 @@ t.test('help explains commands, kinds and parameters with examples', async (t) =
   t.match(kill.stdout, /Ctrl-C recovers/)
   const agent = await runCli(['agent', '--help'])
   t.match(agent.stdout, /--max-duration/)
-  t.match(agent.stdout, /FAULTLINE_LISTEN/)
+  t.match(agent.stdout, /FAULTLINE_AGENT_LISTEN/)
 })
 
 t.test("as root, with no flags at all: the agent on its default socket, the CLI finds it", { skip: process.getuid?.() === 0 ? false : 'needs root' }, async (t) => {
@@ -80,7 +80,7 @@ t.test('the CLI against a real agent', async (t) => {
     await waitFor('the process to be stopped', () => procState(s.pid) === 'T', 10_000)
     const res = await run
     t.equal(res.code, 0, res.stderr)
-    t.match(res.stdout, /process-stop on process \d+ \(sleep\) is active/)
+    t.match(res.stdout, /process-stop on process \d+ \(sleep, user root\) is active/)
     t.match(res.stdout, /recovered at its deadline/)
     t.equal(procState(s.pid), 'S')
   })
@@ -118,11 +118,11 @@ t.test('the CLI against a real agent', async (t) => {
 
     const ls = await runCli(['ls', '--status', 'active', ...on])
     t.match(ls.stdout, /ID\s+KIND\s+TARGET\s+STATUS\s+WHEN/)
-    t.match(ls.stdout, new RegExp(`cli-b\\s+process-stop\\s+process ${b.pid} \\(sleep\\)\\s+active\\s+ends in`))
+    t.match(ls.stdout, new RegExp(`cli-b\\s+process-stop\\s+process ${b.pid} \\(sleep, user root\\)\\s+active\\s+ends in`))
     t.match(ls.stdout, injA!.id)
 
     const show = await runCli(['show', 'cli-b', ...on])
-    t.match(show.stdout, /cli-b\s+process-stop on process \d+ \(sleep\)\s+active/)
+    t.match(show.stdout, /cli-b\s+process-stop on process \d+ \(sleep, user root\)\s+active/)
     t.match(show.stdout, /plan/)
 
     const rec = await runCli(['recover', injA!.id, ...on])
@@ -133,7 +133,7 @@ t.test('the CLI against a real agent', async (t) => {
 
     const all = await runCli(['recover', '--all', ...on])
     t.equal(all.code, 0)
-    t.match(all.stdout, /cli-b process-stop on process \d+ \(sleep\) recovered/)
+    t.match(all.stdout, /cli-b process-stop on process \d+ \(sleep, user root\) recovered/)
     t.equal(procState(b.pid), 'S')
     const nothing = await runCli(['recover', '--all', ...on])
     t.match(nothing.stdout, /nothing to recover/)
@@ -164,6 +164,6 @@ t.test('the CLI against a real agent', async (t) => {
     t.match(missing.stderr, /no injection with id "nope" \[FAULTLINE_ERR_NOT_FOUND\]/)
     const down = await runCli(['ls', '--agent', 'http://127.0.0.1:1'])
     t.equal(down.code, 1)
-    t.match(down.stderr, /cannot reach the agent at http:\/\/127.0.0.1:1 \(ECONNREFUSED\)/)
+    t.match(down.stderr, /nothing listens at http:\/\/127.0.0.1:1 \(ECONNREFUSED\)/)
   })
 })

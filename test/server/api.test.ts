@@ -148,7 +148,7 @@ t.test('experiments: YAML or JSON, create 201 then replace 200, validation with 
     ['name: [unclosed', 'application/yaml', 'FAULTLINE_ERR_BAD_YAML', /not valid YAML/],
     [experimentYaml.replace('process-stop', 'process-melt'), 'application/yaml', 'FAULTLINE_ERR_VALIDATION', /unknown fault kind "process-melt"/],
     [experimentYaml + 'schedule: "every tuesday"\n', 'application/yaml', 'FAULTLINE_ERR_BAD_SCHEDULE', /not a cron expression/],
-    [experimentYaml.replace('duration: 30s', 'duration: 30 seconds'), 'application/yaml', 'FAULTLINE_ERR_VALIDATION', /duration/],
+    [experimentYaml.replace('duration: 30s', 'duration: 30 seconds'), 'application/yaml', 'FAULTLINE_ERR_BAD_DURATION', /duration/],
     [experimentYaml.replace('{ fixed: 2 }', '{ percent: 0 }'), 'application/yaml', 'FAULTLINE_ERR_VALIDATION', /mode/],
     [experimentYaml.replace('name: db-latency', 'name: DB Latency'), 'application/yaml', 'FAULTLINE_ERR_VALIDATION', /name/],
     ['{"__proto__": {"x": 1}}', 'application/json', 'FAULTLINE_ERR_FORBIDDEN_KEY', /__proto__/],

@@ -1,5 +1,4 @@
 import { fileReplaceSpec } from '../../../protocol/faults/file-replace.js'
-import { createRequire } from 'node:module'
 import { Type } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
 import { PlanStepSchema } from '../../../protocol/plan.js'
@@ -19,8 +18,7 @@ import {
 } from '../shared/files-fault.js'
 import { overwrite, readAll, sha256Of } from '../shared/files.js'
 import { defineFault } from '../types.js'
-
-const safeRegex = createRequire(import.meta.url)('safe-regex2') as (re: string | RegExp) => boolean
+import { compileReplacePattern } from '../../../protocol/patterns.js'
 
 /** The whole file is read into memory to compute the replacement. */
 export const MAX_REPLACE_BYTES = 64 * 1024 * 1024
@@ -42,22 +40,7 @@ export interface Replacement {
   count: number
 }
 
-function compile(spec: ReplaceSpec): RegExp {
-  const source = spec.regex ? spec.pattern : spec.pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
-  let re: RegExp
-  try {
-    re = new RegExp(source, `g${spec.ignoreCase ? 'i' : ''}u`)
-  } catch (err) {
-    throw new FaultlineError('FAULTLINE_ERR_UNSAFE_PATTERN', `invalid regular expression: ${(err as Error).message}`)
-  }
-  if (!safeRegex(re)) {
-    throw new FaultlineError('FAULTLINE_ERR_UNSAFE_PATTERN', `regular expression ${JSON.stringify(spec.pattern)} has nested repetition that could backtrack catastrophically; simplify it`)
-  }
-  if (new RegExp(re.source, re.flags.replace('g', '')).test('')) {
-    throw new FaultlineError('FAULTLINE_ERR_UNSAFE_PATTERN', `regular expression ${JSON.stringify(spec.pattern)} matches the empty string, so it would insert text everywhere; make it match something`)
-  }
-  return re
-}
+const compile = (spec: ReplaceSpec): RegExp => compileReplacePattern(spec)
 
 /** $$, $&, $1..$99 and $<name> in a regex replacement, as String.prototype.replace reads them. */
 function expand(template: string, match: string, groups: (string | undefined)[], named: Record<string, string | undefined> | undefined): string {
