@@ -1,7 +1,8 @@
 import { Command } from 'commander'
 import { FAULTLINE_VERSION } from '../common/version.js'
 import { agentCommand } from './commands/agent.js'
-import { agentsCommand, expCommand, haltCommand, tokensCommand } from './commands/fleet.js'
+import { completionCommand } from './commands/completion.js'
+import { agentsCommand, auditCommand, eventsCommand, expCommand, haltCommand, tokensCommand } from './commands/fleet.js'
 import { injectCommand } from './commands/inject.js'
 import { capsCommand, lsCommand, recoverCommand, showCommand, targetsCommand } from './commands/manage.js'
 import { serverCommand } from './commands/server.js'
@@ -59,6 +60,9 @@ export function buildProgram(): Command {
     .addCommand(haltCommand())
     .addCommand(agentsCommand())
     .addCommand(tokensCommand())
+    .addCommand(eventsCommand())
+    .addCommand(auditCommand())
+    .addCommand(completionCommand())
     .addHelpText(
       'after',
       `

@@ -4,6 +4,7 @@ import { DURATION_PATTERN, parseDuration } from './duration.js'
 import { FaultlineError, type ErrorCode } from './errors.js'
 import { faultKindNames, faultSpecNamed } from './faults/index.js'
 import { OFFSET_PATTERN } from './faults/time-skew.js'
+import { pathProblem } from './paths.js'
 import { SIZE_OR_PERCENT_PATTERN, SIZE_PATTERN, parseSize } from './units.js'
 import { ContainerSelectorSchema, ProcessSelectorSchema, TargetSelectorSchema, targetTypes } from './target.js'
 
@@ -23,6 +24,14 @@ export interface Issue {
 
 interface SchemaLike {
   type?: unknown
+  minimum?: number
+  maximum?: number
+  exclusiveMinimum?: number
+  exclusiveMaximum?: number
+  minLength?: number
+  maxLength?: number
+  minItems?: number
+  maxItems?: number
   pattern?: string
   description?: string
   properties?: Record<string, SchemaLike>
@@ -96,10 +105,24 @@ function patternProblem(name: string, v: unknown, pattern: string | undefined): 
   return `${name} ${show(v)} is not in the form ${name} takes`
 }
 
-/** What a field takes, from its schema: its description, and for durations the grammar. */
+/** What a field takes, from its schema: its description, its range or length, its choices. */
 function allowedBy(s: SchemaLike | undefined): string | undefined {
   if (!s) return undefined
   const parts = [s.description]
+  const low = s.minimum ?? s.exclusiveMinimum
+  const high = s.maximum ?? s.exclusiveMaximum
+  if (s.type === 'integer' || s.type === 'number') {
+    const kind = s.type === 'integer' ? 'a whole number' : 'a number'
+    if (low !== undefined && high !== undefined) parts.push(`${kind} from ${low}${s.exclusiveMinimum !== undefined ? ' (not included)' : ''} to ${high}`)
+    else if (low !== undefined) parts.push(`${kind} of at least ${low}${s.exclusiveMinimum !== undefined ? ' (not included)' : ''}`)
+    else if (high !== undefined) parts.push(`${kind} of at most ${high}`)
+    else parts.push(kind)
+  }
+  if (s.type === 'string' && (s.minLength !== undefined || s.maxLength !== undefined) && s.pattern === undefined) {
+    parts.push(`${s.minLength ?? 0} to ${s.maxLength ?? 'any number of'} characters`)
+  }
+  if (s.type === 'array' && (s.minItems !== undefined || s.maxItems !== undefined)) parts.push(`a list of ${s.minItems ?? 0} to ${s.maxItems ?? 'any number of'} items`)
+  if (s.type === 'boolean') parts.push('true or false')
   if (s.enum) parts.push(`one of ${s.enum.map((e) => String(e)).join(', ')}`)
   if (s.pattern === DURATION_PATTERN && !/units/.test(s.description ?? '')) parts.push('a duration: whole numbers with units h, m, s, ms, largest first, e.g. "30s" or "1h30m"')
   return parts.filter(Boolean).join('; ') || undefined
@@ -209,7 +232,7 @@ function targetBranch(target: Record<string, unknown>): { schema: TSchema; keys:
   const branch = branches.find((b) => keyOf(b) in target)
   if (!branch) return { field: 'target', problem: `a ${type} target needs one of ${keys.join(', ')}`, allowed: keys.map((k) => `${k}: ${allowedBy((branches[keys.indexOf(k)] as unknown as SchemaLike).properties?.[k]) ?? ''}`).join('; ') }
   const given = keys.filter((k) => k in target)
-  if (given.length > 1) return { field: 'target', problem: `a ${type} target takes one of ${keys.join(', ')}, not ${given.join(' and ')}` }
+  if (given.length > 1) return { field: 'target', problem: `a ${type} target takes one of ${keys.join(', ')}, not ${given.join(' and ')}`, allowed: `exactly one of ${keys.join(', ')}` }
   return { schema: branch, keys }
 }
 
@@ -221,14 +244,19 @@ export function explainRequest(body: unknown, speaker: string): Issue[] {
   if (fault && typeof fault === 'object' && !Array.isArray(fault)) {
     const kind = (fault as { kind?: unknown }).kind
     if (typeof kind !== 'string') {
-      issues.push({ field: 'fault.kind', problem: 'the fault names no kind', allowed: faultKindNames.join(', ') })
+      issues.push({ field: 'fault.kind', problem: 'the fault names no kind', allowed: `one of ${faultKindNames.join(', ')}` })
     } else {
       const spec = faultSpecNamed(kind)
       if (!spec) {
         const near = didYouMean(kind, faultKindNames)
-        issues.push({ field: 'fault.kind', problem: `unknown fault kind ${show(kind.slice(0, 40))}; this ${speaker} knows: ${faultKindNames.join(', ')}${near ? `; did you mean ${near}?` : ''}` })
+        issues.push({ field: 'fault.kind', problem: `unknown fault kind ${show(kind.slice(0, 40))}; this ${speaker} knows: ${faultKindNames.join(', ')}${near ? `; did you mean ${near}?` : ''}`, allowed: 'one of the kinds listed (GET /v1/capabilities shows which this host supports)' })
       } else {
-        issues.push(...explainAgainst(spec.specSchema, fault, 'fault', kind))
+        const found = explainAgainst(spec.specSchema, fault, 'fault', kind)
+        // A path the schema takes may still not be in normal form ("/etc/app.conf/").
+        const path = (fault as { path?: unknown }).path
+        const problem = typeof path === 'string' && !found.some((i) => i.field === 'fault.path') && 'path' in ((spec.specSchema as unknown as SchemaLike).properties ?? {}) ? pathProblem(path) : undefined
+        if (problem) found.push({ field: 'fault.path', problem, allowed: 'an absolute path in normal form, as the target sees it, e.g. /etc/app.conf' })
+        issues.push(...found)
       }
     }
   }
@@ -238,7 +266,8 @@ export function explainRequest(body: unknown, speaker: string): Issue[] {
       const near = typeof type === 'string' ? didYouMean(type, targetTypes) : undefined
       issues.push({
         field: 'target.type',
-        problem: typeof type === 'string' ? `unknown target type ${show(type.slice(0, 40))}; this ${speaker} knows: ${targetTypes.join(', ')}${near ? `; did you mean ${near}?` : ''}` : `the target names no type (${targetTypes.join(', ')})`,
+        problem: typeof type === 'string' ? `unknown target type ${show(type.slice(0, 40))}${near ? `; did you mean ${near}?` : ''}` : 'the target names no type',
+        allowed: `one of ${targetTypes.join(', ')}`,
       })
     } else {
       const branch = targetBranch(target as Record<string, unknown>)
@@ -253,7 +282,7 @@ export function explainRequest(body: unknown, speaker: string): Issue[] {
       issues.push({ field: 'duration', problem: (err as Error).message, allowed: 'e.g. "30s", "5m" or "1h30m"' })
     }
   } else if (duration !== undefined) {
-    issues.push({ field: 'duration', problem: `duration must be a string such as "30s", not ${show(duration)}` })
+    issues.push({ field: 'duration', problem: `duration must be a string, not ${show(duration)}`, allowed: 'e.g. "30s", "5m" or "1h30m"' })
   }
   return issues
 }

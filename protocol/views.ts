@@ -48,7 +48,13 @@ export const RunRecordSchema = Type.Object({
 })
 export type RunRecordView = Static<typeof RunRecordSchema>
 
-export const RunSelectionSchema = Type.Object({ matched: Type.Integer(), connected: Type.Integer(), chosen: Type.Integer(), mode: Type.String() })
+export const RunSelectionSchema = Type.Object({
+  matched: Type.Integer(),
+  connected: Type.Integer(),
+  chosen: Type.Integer(),
+  mode: Type.String(),
+  requested: Type.Optional(Type.Integer({ description: 'How many hosts the mode asked for (one, fixed N), when fewer were connected than that' })),
+})
 
 export const RunSchema = Type.Object(
   {
@@ -152,6 +158,7 @@ export const AuditEntrySchema = Type.Object({
   outcome: Type.String({ description: 'ok, error, unauthenticated or forbidden' }),
   source: Type.String({ description: 'The caller address' }),
 })
+export type AuditEntry = Static<typeof AuditEntrySchema>
 
 export const FleetEventSchema = Type.Object({
   id: Type.Integer(),
@@ -162,6 +169,7 @@ export const FleetEventSchema = Type.Object({
   message: Type.String(),
   data: Type.Optional(Type.Unknown()),
 })
+export type FleetEvent = Static<typeof FleetEventSchema>
 
 /** What one selected host would do with an experiment, asked without applying anything. */
 export const planOutcomes = ['would-inject', 'refused', 'offline', 'no-answer'] as const

@@ -132,6 +132,9 @@ export class Runs {
       )
     }
     const chosen = sample(connected, hostCount(spec.mode, connected.length))
+    // fixed N (or one) that finds fewer connected hosts runs on those, and says so.
+    const requested = spec.mode === 'one' ? 1 : typeof spec.mode === 'object' && 'fixed' in spec.mode ? spec.mode.fixed : chosen.length
+    const short = chosen.length < requested
     const chosenIds = new Set(chosen.map((a) => a.id))
     const id = newId()
     const now = Date.now()
@@ -165,10 +168,11 @@ export class Runs {
       startedBy: who,
       startedAt: now,
       deadlineAt: now + durationMs + this.#o.leaseMs + RUN_GRACE_MS,
-      selection: { matched: matching.length, connected: connected.length, chosen: chosen.length, mode: describeMode(spec.mode) },
+      selection: { matched: matching.length, connected: connected.length, chosen: chosen.length, mode: describeMode(spec.mode), ...(short ? { requested } : {}) },
     }
     store.insertRun(run, records)
-    this.#o.event('run.started', `run ${id} of ${name} started by ${who} (${trigger}): ${chosen.length} of ${connected.length} connected host(s), ${matching.length - connected.length} offline`, {
+    const shortfall = short ? `; mode ${describeMode(spec.mode)} asked for ${requested} host(s), only ${chosen.length} connected` : ''
+    this.#o.event('run.started', `run ${id} of ${name} started by ${who} (${trigger}): ${chosen.length} of ${connected.length} connected host(s), ${matching.length - connected.length} offline${shortfall}`, {
       runId: id,
       data: { hosts: chosen.map((a) => a.id) },
     })
@@ -244,7 +248,7 @@ export class Runs {
     for (const injection of reply.injections) this.#apply(agentId, runId, requestId, injection, '', undefined)
     if (reply.error) {
       // The host's own policy refused it: the record says so, whatever the error's details.
-      const reason = reply.error.code === 'FAULTLINE_ERR_POLICY' ? 'policy' : 'apply'
+      const reason = reply.error.code === 'FAULTLINE_ERR_POLICY' ? 'policy' : reply.error.code === 'FAULTLINE_ERR_GUARD_FAILED' ? 'guard' : 'apply'
       if (reply.injections.length === 0) {
         store.upsertRecord({ runId, agentId, requestId, injectionId: '', target: '', targetKey: '', status: 'failed', reason, error: reply.error, updatedAt: now })
       } else {
@@ -252,7 +256,8 @@ export class Runs {
           if (rec.status === 'failed' && !rec.error) store.setRecordStatus(rec.seq, 'failed', rec.reason || reason, reply.error)
         }
       }
-      this.#o.event('record.failed', `run ${runId}: agent ${agentId} could not inject: ${reply.error.message}`, { runId, agentId, data: { code: reply.error.code } })
+      if (reason === 'guard') this.#o.event('guard.failed', `run ${runId}: guard failed on ${agentId} before the fault was applied: ${reply.error.message}`, { runId, agentId })
+      else this.#o.event('record.failed', `run ${runId}: agent ${agentId} could not inject: ${reply.error.message}`, { runId, agentId, data: { code: reply.error.code } })
     }
     // Aborted (or halted) while the inject was under way: take back what it just applied.
     const run = store.getRun(runId)

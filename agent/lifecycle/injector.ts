@@ -442,6 +442,11 @@ export class Injector {
 
   // ---- read --------------------------------------------------------------------------------
 
+  /** Whether a request with this client id was already journaled (a resend is answered from the journal). */
+  hasRequest(requestId: string): boolean {
+    return this.#journal.byRequest(requestId).length > 0
+  }
+
   get(id: string): Injection {
     const row = this.#journal.get(id)
     if (!row) throw new FaultlineError('FAULTLINE_ERR_NOT_FOUND', `no injection with id "${id}"`)

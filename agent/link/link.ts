@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { Capabilities } from '../../protocol/capabilities.js'
-import { isFaultlineError, type ErrorCode } from '../../protocol/errors.js'
+import { FaultlineError, isFaultlineError, type ErrorCode } from '../../protocol/errors.js'
 import { isOpenStatus, type Injection, type UpdateReason } from '../../protocol/injection.js'
 import { decodeServerMessage } from '../../protocol/link-codec.js'
 import {
@@ -14,7 +14,7 @@ import {
 import type { ResolvedTarget } from '../../protocol/target.js'
 import type { Injector, Origin } from '../lifecycle/injector.js'
 import { forgetCredential, loadCredential, saveCredential, type LinkCredential } from './credential.js'
-import { GuardSet } from './guards.js'
+import { GuardSet, checkGuard } from './guards.js'
 import { LeaseWatch } from './lease.js'
 
 export interface AgentLinkOptions {
@@ -87,6 +87,8 @@ export class AgentLink {
   #connectedAt: number | undefined
   /** The last attempt was refused for a reason only a person can fix: wait longer before the next. */
   #refused = false
+  /** The last refusal (status and code), so a new reason is always logged. */
+  #lastRefusal = ''
 
   constructor(opts: AgentLinkOptions) {
     this.#opts = opts
@@ -235,7 +237,10 @@ export class AgentLink {
    */
   #onRefused(status: number, reply: { code?: string; message?: string }, enrolling: boolean): void {
     const said = reply.message ?? `HTTP ${status}`
-    const loud = this.#attempt === 0 || this.#attempt % 10 === 0
+    // Said when the reason changes, then every tenth attempt: a refused agent keeps knocking.
+    const key = `${status} ${reply.code ?? ''}`
+    const loud = key !== this.#lastRefusal || this.#attempt % 10 === 0
+    this.#lastRefusal = key
     const log = (msg: string) => (loud ? this.#log.error({ server: this.url, status, code: reply.code, reason: said }, msg) : this.#log.debug({ status, code: reply.code }, msg))
     if (status === 401 && !enrolling) {
       if (this.#opts.enrolToken) {
@@ -359,6 +364,7 @@ export class AgentLink {
     clearInterval(this.#heartbeatTimer)
     this.#heartbeatTimer = setInterval(() => this.#send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() }, ws), message.heartbeatMs)
     this.#state = 'ready'
+    this.#lastRefusal = ''
     this.#connectedAt = Date.now()
     this.#attempt = 0
     this.#log.info({ agentId: message.agentId, leaseMs: message.leaseMs, reported: this.#outbox.size, open: open.length }, 'link to the server ready')
@@ -384,6 +390,17 @@ export class AgentLink {
     }
     const origin: Origin = { who: 'server', address: new URL(this.url).host, lease: true, ...(message.runId ? { runId: message.runId } : {}) }
     try {
+      // Guards are checked once before anything is applied: a system already unhealthy is not
+      // faulted for one guard interval before the first check notices.
+      if (!message.body.dryRun && message.guards && message.guards.length > 0 && !this.#opts.injector.hasRequest(message.body.id ?? message.requestId)) {
+        for (const guard of message.guards) {
+          const outcome = await checkGuard(guard)
+          if (!outcome.ok) {
+            this.#log.warn({ runId: message.runId, detail: outcome.detail }, 'guard failed before the fault was applied: not injecting')
+            throw new FaultlineError('FAULTLINE_ERR_GUARD_FAILED', `a guard failed before the fault was applied, so nothing was applied: ${outcome.detail}`)
+          }
+        }
+      }
       const { injections } = await this.#opts.injector.create({ ...message.body, id: message.body.id ?? message.requestId }, origin)
       if (!message.body.dryRun && message.runId && message.guards && message.guards.length > 0 && injections.some((i) => isOpenStatus(i.status))) {
         this.#startGuards(message.runId, message.guards)

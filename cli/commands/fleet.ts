@@ -1,11 +1,12 @@
-import { Command, Option } from 'commander'
+import { Command, InvalidArgumentError, Option } from 'commander'
 import { readFileSync } from 'node:fs'
 import { ConfigError, isReadable as readable } from '../../common/config.js'
 import { DEFAULT_SERVER_STATE_DIR, adminTokenFile } from '../../common/locations.js'
 import type { Experiment } from '../../protocol/experiment.js'
+import { formatDuration, parseDuration } from '../../protocol/duration.js'
 import { roles } from '../../protocol/roles.js'
 import { describeTarget } from '../../protocol/target.js'
-import type { AgentView, ApiTokenView, ExperimentPlan, ExperimentView, HaltResult, NewApiToken, RemovedAgentView, RunRecordView, RunView } from '../../protocol/views.js'
+import type { AgentView, ApiTokenView, AuditEntry, FleetEvent, ExperimentPlan, ExperimentView, HaltResult, NewApiToken, RemovedAgentView, RunRecordView, RunView } from '../../protocol/views.js'
 import { AgentClient } from '../client.js'
 import { bold, clock, dim, green, red, relative, table, yellow } from '../format.js'
 import { printJson, wantsJson } from './client-options.js'
@@ -251,6 +252,7 @@ Exit status: 0 when the run completed, 1 when it failed or was aborted.`,
     .action(async (name: string, _o, cmd: Command) =>
       withServer(cmd, async (client) => {
         const json = wantsJson(cmd)
+        const tty = process.stdout.isTTY && !json
         let interrupted = 0
         let wake = () => undefined as void
         const onSigint = () => {
@@ -266,8 +268,12 @@ Exit status: 0 when the run completed, 1 when it failed or was aborted.`,
         try {
           const { body: started } = await client.call<{ id: string }>('POST', `/v1/experiments/${encodeURIComponent(name)}/runs`)
           if (cmd.opts<{ detach?: boolean }>().detach && !interrupted) {
+            // The id alone on stdout (RUN=$(faultline exp run NAME --detach)); the rest on stderr.
             if (json) printJson(started)
-            else console.log(`${green('✓')} run ${bold(started.id)} of ${name} started  ${dim(`follow with "faultline exp show ${name}"; abort with "faultline exp abort ${started.id}"`)}`)
+            else {
+              console.log(started.id)
+              process.stderr.write(dim(`run ${started.id} of ${name} started; follow with "faultline exp show ${name}", abort with "faultline exp abort ${started.id}"\n`))
+            }
             return
           }
           const seen = new Map<string, string>()
@@ -282,8 +288,12 @@ Exit status: 0 when the run completed, 1 when it failed or was aborted.`,
             const { body: run } = await client.call<RunView>('GET', `/v1/runs/${encodeURIComponent(started.id)}`)
             if (!json && !header) {
               console.log(runHeader(run))
+              const sel = run.selection
+              if (sel.requested !== undefined && sel.chosen < sel.requested) console.log(`${yellow('!')} mode ${sel.mode} asked for ${sel.requested} host(s); only ${sel.chosen} connected, so the run uses ${sel.chosen}`)
+              if (!tty) console.log(dim(`runs until ${clock(new Date(new Date(run.startedAt).getTime() + parseDuration(run.duration)).toISOString())}; Ctrl-C aborts the run`))
               header = true
             }
+            if (tty) process.stdout.write('\r\x1b[K')
             for (const r of run.records) {
               const key = `${r.agent}|${r.injectionId || r.target}`
               const state = `${r.status}|${r.reason}`
@@ -291,6 +301,10 @@ Exit status: 0 when the run completed, 1 when it failed or was aborted.`,
               seen.set(key, state)
               if (json) printJson({ run: run.id, ...r })
               else console.log(`  ${dim(clock(r.updatedAt))}  ${r.agent}  ${r.target || dim('-')}  ${recordColor(r.status)}${r.reason ? dim(` (${r.reason})`) : ''}${r.error ? `  ${red(r.error.message.slice(0, 160))}` : ''}`)
+            }
+            if (tty && (run.status === 'running' || run.status === 'pending')) {
+              const left = new Date(run.startedAt).getTime() + parseDuration(run.duration) - Date.now()
+              process.stdout.write(left > 0 ? `  ends in ${formatDuration(Math.ceil(left / 1000) * 1000)} — Ctrl-C aborts the run` : '  ending: waiting for every host to report its recovery')
             }
             if (run.status !== 'running' && run.status !== 'pending') {
               if (json) printJson({ id: run.id, status: run.status })
@@ -465,6 +479,69 @@ if it should not run at all.`,
       }),
     )
   return new Command('agents').description('agents known to the server').addCommand(ls).addCommand(rm).addCommand(admit)
+}
+
+/** Follows a cursor-paged list (`after` = the last id seen): the latest page, then new rows as they come. */
+async function followList<T extends { id: number }>(cmd: Command, path: string, key: string, print: (row: T) => void): Promise<void> {
+  const { limit, follow } = cmd.opts<{ limit: string; follow?: boolean }>()
+  const json = wantsJson(cmd)
+  let stop = false
+  const onSigint = () => {
+    stop = true
+  }
+  process.on('SIGINT', onSigint)
+  try {
+    await withServer(cmd, async (client) => {
+      let after: number | undefined
+      for (;;) {
+        const query = after === undefined ? `?limit=${limit}` : `?after=${after}&limit=1000`
+        const { body } = await client.call<Record<string, T[]>>('GET', `${path}${query}`)
+        const rows = body[key] ?? []
+        if (json && !follow) return printJson(body)
+        for (const row of rows) json ? printJson(row) : print(row)
+        if (rows.length > 0) after = rows[rows.length - 1]!.id
+        else if (after === undefined) after = 0
+        if (!follow) return
+        for (let waited = 0; waited < 1000 && !stop; waited += 100) await new Promise((r) => setTimeout(r, 100))
+        if (stop) return
+      }
+    })
+  } finally {
+    process.off('SIGINT', onSigint)
+  }
+}
+
+const limitOption = () =>
+  new Option('--limit <n>', 'how many of the latest to show').default('50').argParser((v) => {
+    if (!/^[1-9][0-9]{0,3}$/.test(v)) throw new InvalidArgumentError('expected a whole number from 1 to 9999')
+    return v
+  })
+
+export function auditCommand(): Command {
+  return withServerOptions(new Command('audit'))
+    .description("the server's audit log: every mutating call, and every refused one (who, what, from where, outcome)")
+    .addOption(limitOption())
+    .option('-f, --follow', 'keep printing new entries as they are written (Ctrl-C stops)')
+    .addHelpText('after', '\nExamples:\n  faultline audit\n  faultline audit --follow\n  faultline audit --json --limit 500 | jq \'.entries[] | select(.outcome != "ok")\'')
+    .action(async (_o, cmd: Command) =>
+      followList<AuditEntry>(cmd, '/v1/audit', 'entries', (e) => {
+        const outcome = e.outcome === 'ok' ? green(e.outcome) : red(e.outcome)
+        console.log(`${dim(`${e.at.slice(0, 19).replace('T', ' ')}`)}  ${e.who}  ${e.method} ${e.url}  ${e.status} ${outcome}  ${dim(`from ${e.source}`)}`)
+      }),
+    )
+}
+
+export function eventsCommand(): Command {
+  return withServerOptions(new Command('events'))
+    .description('fleet events: agents enrolling, connecting and refused, runs starting and ending, records, guards, halts')
+    .addOption(limitOption())
+    .option('-f, --follow', 'keep printing new events as they happen (Ctrl-C stops)')
+    .addHelpText('after', '\nExamples:\n  faultline events\n  faultline events --follow\n  faultline events --json | jq \'.events[] | select(.type == "agent.refused")\'')
+    .action(async (_o, cmd: Command) =>
+      followList<FleetEvent>(cmd, '/v1/events', 'events', (e) => {
+        console.log(`${dim(`${e.at.slice(0, 19).replace('T', ' ')}`)}  ${bold(e.type)}  ${e.message}`)
+      }),
+    )
 }
 
 export function tokensCommand(): Command {

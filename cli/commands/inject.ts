@@ -136,7 +136,7 @@ function kindCommand(kind: FaultSpecDefinition): Command {
 export function injectCommand(): Command {
   const inject = new Command('inject')
     .description('inject a fault through the agent and wait until it is recovered')
-    .addHelpText('after', `\nFault kinds:\n${faultSpecs.map((k) => `  ${k.kind.padEnd(16)} ${k.summary}`).join('\n')}\n\nRun "faultline inject <kind> --help" for a kind's parameters.`)
+    .addHelpText('after', `\nRun "faultline inject <kind> --help" for a kind's parameters and examples; docs/faults.md has the details.`)
   for (const kind of faultSpecs) inject.addCommand(kindCommand(kind))
   return inject
 }
@@ -198,6 +198,12 @@ async function injectAction(kind: FaultSpecDefinition, cmd: Command): Promise<vo
   const opts = cmd.opts<Record<string, unknown>>()
   const json = wantsJson(cmd)
   const body: CreateInjectionBody = requestFromOptions(kind, opts)
+  // Text parameters are taken as they are; a shell's 'x\n' is a backslash and an n, not a newline.
+  for (const [name, value] of Object.entries(body.fault)) {
+    if (typeof value === 'string' && /\\[nt]/.test(value) && name === 'text') {
+      process.stderr.write(`faultline: note: --${kebab(name)} contains a backslash escape ("\\n"), which is written as it is (two characters); for a newline use $'...\\n' in bash, or --base64\n`)
+    }
+  }
   const issues = explainRequest(body, 'faultline')
   if (issues.length > 0) throw new FaultlineError(requestError(issues).code, flagIssues(issues), { issues })
   const client = clientFrom(cmd)
@@ -221,12 +227,17 @@ async function injectAction(kind: FaultSpecDefinition, cmd: Command): Promise<vo
       else for (const i of injections) console.log(injectionDetails(i))
       return
     }
-    if (json) printJson(injections)
-    else for (const i of injections) console.log(startLine(i))
-    const open = injections.filter((i) => isOpenStatus(i.status))
-    if ((opts.detach && !sigint.interrupted) || open.length === 0) return
+    // Only what can be taken back out is waited for: a delivered signal is done.
+    const open = injections.filter((i) => isOpenStatus(i.status) && i.recoverable)
+    const waiting = open.length > 0 && !(opts.detach && !sigint.interrupted)
+    // --json prints one document: the injections as they end, or as they started when not waiting.
+    if (!json) for (const i of injections) console.log(startLine(i))
+    if (!waiting) {
+      if (json) printJson(injections)
+      return
+    }
     const final = await waitForRecovery(client, open, json, sigint)
-    if (json) printJson(final)
+    if (json) printJson([...final, ...injections.filter((i) => !open.includes(i))])
   } finally {
     sigint.dispose()
     await client.close()
@@ -268,6 +279,7 @@ function watchSigint(): SigintWatch {
 
 function startLine(i: Injection): string {
   if (i.status === 'failed') return `${red('✗')} ${i.kind} on ${describeTarget(i.resolved)}: ${i.error?.message ?? 'failed'}`
+  if (!i.recoverable) return `${green('✓')} ${i.kind} on ${describeTarget(i.resolved)} done; it cannot be undone  ${dim(`id ${i.id}, experiment window until ${clock(i.expiresAt)} (${i.duration})`)}`
   return `${green('✓')} ${i.kind} on ${describeTarget(i.resolved)} is ${yellow(i.status)}  ${dim(`id ${i.id}, ends ${clock(i.expiresAt)} (${i.duration})`)}`
 }
 

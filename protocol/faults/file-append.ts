@@ -11,7 +11,7 @@ export const fileAppendSpec = defineFaultSpec({
     {
       kind: Type.Literal('file-append'),
       ...FileSpecFields,
-      text: Type.Optional(Type.String({ minLength: 1, maxLength: 32768, description: 'Text to append (UTF-8); include "\\n" yourself' })),
+      text: Type.Optional(Type.String({ minLength: 1, maxLength: 32768, description: 'Text to append (UTF-8), exactly as given: no escapes are interpreted, so end it with a real newline if you want one (in bash: $\'line\\n\'), or give the bytes with base64' })),
       base64: Type.Optional(Type.String({ minLength: 1, maxLength: 43692, pattern: '^[A-Za-z0-9+/]+={0,2}$', description: 'Bytes to append, base64 (at most 32 KiB)' })),
     },
     { additionalProperties: false, title: 'file-append' },

@@ -3,8 +3,8 @@
 // file-replace of a root-owned 0600 file, the attack that started this) changes nothing. A member
 // of the faultline group, and only such a member, may use the socket. Runs requests as `nobody`
 // (uid 65534) through `node` and the built CLI. Needs root.
-import { spawnSync } from 'node:child_process'
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { repoRoot, startAgentProcess, tmpDir, waitFor, type TestLike } from '../helpers.js'
@@ -36,7 +36,7 @@ function asUser(script: string, uid = NOBODY, gid = NOBODY): Record<string, unkn
 
 /** One HTTP request as another user, over a Unix socket or TCP: { status, code } or { error }. */
 function requestAs(target: { socketPath: string } | { port: number }, method: string, path: string, opts: { body?: unknown; token?: string; uid?: number; gid?: number } = {}) {
-  const options = { ...target, ...('port' in target ? { host: '127.0.0.1' } : {}), method, path, headers: { 'content-type': 'application/json', ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}) } }
+  const options = { ...target, ...('port' in target ? { host: '127.0.0.1' } : {}), method, path, headers: { ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }), ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}) } }
   const script = `
     const r = require('http').request(${JSON.stringify(options)}, (res) => {
       let text = ''
@@ -120,4 +120,21 @@ t.test('a member of the faultline group may use the socket', { skip: opts.skip |
   t.same(requestAs({ socketPath }, 'GET', '/v1/injections'), { error: 'EACCES' }, 'nobody outside it does not')
   const seen = await waitFor('the request in the log', () => agent.logs.find((l) => l.msg === 'request' && l.url === '/v1/injections'))
   t.equal(seen.who, `unix:uid=${NOBODY}`, 'the log names the caller by uid (SO_PEERCRED)')
+
+  // A selector by name that reaches another user's process needs the caller to say so
+  // (maxTargets, the CLI's --all): here nobody's name selector matches a process of root's.
+  const comm = `flsl${process.pid.toString(36)}`.slice(0, 15)
+  const binary = join(tmpDir(t), comm)
+  copyFileSync('/bin/sleep', binary)
+  chmodSync(binary, 0o755)
+  const rootsOwn = spawn(binary, ['600'], { stdio: 'ignore' })
+  t.teardown(() => void rootsOwn.kill('SIGKILL'))
+  await waitFor('the renamed sleep', () => readFileSync(`/proc/${rootsOwn.pid}/comm`, 'utf8').trim() === comm)
+  const byName = { fault: { kind: 'process-stop' }, target: { type: 'process', name: comm }, duration: '1m' }
+  const refused = requestAs({ socketPath }, 'POST', '/v1/injections', { uid: NOBODY, gid, body: byName })
+  t.same(refused, { status: 422, code: 'FAULTLINE_ERR_TOO_MANY_TARGETS' }, "another user's process by name: refused")
+  t.equal(readFileSync(`/proc/${rootsOwn.pid}/stat`, 'utf8').split(') ')[1]![0], 'S', 'and left running')
+  const meant = requestAs({ socketPath }, 'POST', '/v1/injections', { uid: NOBODY, gid, body: { ...byName, maxTargets: 1 } })
+  t.same(meant, { status: 201 }, 'with maxTargets it is meant, and done')
+  t.same(requestAs({ socketPath }, 'DELETE', '/v1/injections', { uid: NOBODY, gid }), { status: 200 }, 'recovered')
 })

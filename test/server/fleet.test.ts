@@ -239,16 +239,19 @@ t.test('a failing guard aborts and recovers that host while the others continue'
   const port = (listener.address() as { port: number }).port
   await apply({ name: 'guarded', mode: 'all', duration: '60s', guards: [{ tcp: { host: '127.0.0.1', port, timeout: '1s' }, every: '300ms' }] })
   const id = await startRun('guarded')
+  // The guards are checked once before anything is applied: on db-ns it fails at once, so the
+  // fault is never applied there (not applied for one guard interval and then recovered).
   const run = await waitFor('the guard to fail on db-ns', async () => {
     const r = await getRun(id)
-    return r.records.find((x) => x.agent === 'db-ns')?.status === 'aborted' ? r : undefined
+    return r.records.find((x) => x.agent === 'db-ns')?.status === 'failed' ? r : undefined
   }, 30_000, 100)
   const nsRecord = run.records.find((x) => x.agent === 'db-ns')!
   t.equal(nsRecord.reason, 'guard')
   t.equal(nsRecord.error?.code, 'FAULTLINE_ERR_GUARD_FAILED')
-  t.match(nsRecord.error?.message, /tcp 127\.0\.0\.1/, 'the record says which check failed')
+  t.match(nsRecord.error?.message, /before the fault was applied, so nothing was applied: .*tcp 127\.0\.0\.1/, 'the record says which check failed, and that nothing was applied')
+  t.equal(nsRecord.injectionId, '', 'no injection was made on db-ns')
   await waitFor('the others active', async () => (await getRun(id)).records.filter((r) => r.status === 'active').length === 3 || undefined, 30_000, 100)
-  t.equal(procState(agents.find((a) => a.name === 'db-ns')!.sleeper), 'S', 'db-ns recovered its process')
+  t.equal(procState(agents.find((a) => a.name === 'db-ns')!.sleeper), 'S', "db-ns's process was never stopped")
   t.same(stopped(), ['db-1', 'db-2', 'db-3'], 'the others continue')
   t.equal((await getRun(id)).status, 'running')
   const events = (await api<{ events: { type: string; agentId?: string; runId?: string }[] }>('GET', '/v1/events?limit=1000')).body.events

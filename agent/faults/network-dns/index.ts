@@ -105,8 +105,8 @@ function nameservers(path: string): string[] {
  * resolv.conf. Behind systemd-resolved's stub (127.0.0.53) that is the stub's own first upstream
  * (/run/systemd/resolve/resolv.conf); any other loopback forwarder is refused (see loopWarning).
  */
-export function upstreamFromResolvConf(target: ResolvedTarget, paths: HostPaths): { upstream: string; source: string } {
-  // A container's resolv.conf is in its own filesystem, seen through its init's root.
+/** The resolv.conf the target's lookups read. A container's is in its own filesystem, seen through its init's root. */
+function resolvConfOf(target: ResolvedTarget, paths: HostPaths): string {
   const hostConf = etcPath(paths, 'resolv.conf')
   const candidates =
     target.type === 'netns'
@@ -114,7 +114,11 @@ export function upstreamFromResolvConf(target: ResolvedTarget, paths: HostPaths)
       : target.type === 'container'
         ? [procPath(paths, target.initPid, 'root', 'etc', 'resolv.conf')]
         : [hostConf]
-  const source = candidates.find((path) => existsSync(path)) ?? hostConf
+  return candidates.find((path) => existsSync(path)) ?? hostConf
+}
+
+export function upstreamFromResolvConf(target: ResolvedTarget, paths: HostPaths): { upstream: string; source: string } {
+  const source = resolvConfOf(target, paths)
   const first = nameservers(source)[0]
   if (!first) throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${source} names no nameserver to forward uncovered names to; give upstream in the spec`)
   if (!isLoopback(first)) return { upstream: first, source }
@@ -124,6 +128,33 @@ export function upstreamFromResolvConf(target: ResolvedTarget, paths: HostPaths)
     if (behind) return { upstream: behind, source: `${resolved} (behind the systemd-resolved stub in ${source})` }
   }
   throw new FaultlineError('FAULTLINE_ERR_UNSUPPORTED', `${source}: ${loopWarning(first)}; give upstream in the spec: the forwarder's own upstream`)
+}
+
+/**
+ * The redirect acts on queries as they leave: a namespace with no route to any resolver (those its
+ * resolv.conf names, and the upstream) cannot send a query at all — lookups fail with "network
+ * unreachable" before any rule sees them — so the fault would report active and change nothing.
+ * Refused instead.
+ */
+async function requireRouteToResolver(ns: NetnsRef, target: ResolvedTarget, paths: HostPaths, upstream: string): Promise<void> {
+  const source = resolvConfOf(target, paths)
+  let listed: string[] = []
+  try {
+    listed = nameservers(source)
+  } catch {
+    /* unreadable: the upstream came from the spec */
+  }
+  const servers = [...new Set([...listed, upstream])]
+  const ip = toolPath('ip')
+  for (const server of servers) {
+    const res = await runInNetns(ns, [ip, 'route', 'get', server])
+    if (res.code === 0) return
+  }
+  throw new FaultlineError(
+    'FAULTLINE_ERR_TARGET_STATE',
+    `${describeNetns(ns)} has no route to any resolver (${servers.join(', ')}; from ${source} and the upstream): its lookups fail already with "network unreachable", so network-dns would change nothing. Give the namespace a route to a resolver first, or fault one that has one`,
+    { resolvers: servers, source },
+  )
 }
 
 /** Local ports of every TCP and UDP socket in the namespace (`ss -Htuan`). */
@@ -214,6 +245,7 @@ export const networkDns = defineFault(networkDnsSpec, {
     } else {
       upstream = upstreamFromResolvConf(target, ctx.paths)
     }
+    await requireRouteToResolver(ns, target, ctx.paths, upstream.upstream)
     const taken = await portsInUse(ns)
     for (const plan of ctx.openPlans()) taken.add((plan as { port?: number }).port ?? 0)
     let port: number | undefined

@@ -27,6 +27,7 @@ import { join, posix } from 'node:path'
 import { promisify } from 'node:util'
 import { Type, type Static } from 'typebox'
 import { FaultlineError } from '../../../protocol/errors.js'
+import { pathProblem } from '../../../protocol/paths.js'
 import { describeTarget, type ResolvedTarget } from '../../../protocol/target.js'
 import { readCgroupMounts } from '../../targets/cgroupfs.js'
 import { readStat } from '../../targets/procfs.js'
@@ -175,14 +176,10 @@ function openProcRoot(procRoot: string, pid: number, startTime: number): number 
 
 // ---- paths -------------------------------------------------------------------------------------
 
-/** The path as given must be absolute and already normal, so what the plan shows is what is used. */
+/** The path as given must be absolute and already normal (protocol/paths.ts), so what the plan shows is what is used. */
 export function checkPathText(path: string): void {
-  if (!path.startsWith('/')) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `path "${path}" must be absolute`)
-  if (path.includes('\0')) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', 'path contains a NUL byte')
-  const normal = posix.normalize(path)
-  if (normal !== path) {
-    throw new FaultlineError('FAULTLINE_ERR_VALIDATION', `path "${path}" is not in normal form; write it as "${normal}"`)
-  }
+  const problem = pathProblem(path)
+  if (problem) throw new FaultlineError('FAULTLINE_ERR_VALIDATION', problem)
 }
 
 const PROTECTED_PREFIXES = ['/proc', '/sys', '/dev']

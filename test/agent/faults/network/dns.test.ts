@@ -491,6 +491,28 @@ t.test('dry run: the exact nft script and resolver argv; nothing changes', opts,
   t.match(local.json<{ message: string }>().message, /resolv\.conf: 127\.0\.0\.1 is a forwarder on the target's own loopback.*give upstream in the spec/)
 })
 
+t.test('no route to any resolver: refused, since the lookups fail already and the fault would change nothing', opts, async (t) => {
+  // As reported: network-dns reported active with no effect in a namespace without a route to
+  // the upstream. Here the namespace's resolv.conf names a resolver it cannot reach (no default
+  // route; only its own /24): no packet is sent by the check, it asks the kernel's routing table.
+  const app = await sharedAgent()
+  const { a, b } = netnsPair(t)
+  netnsResolvConf(t, a, 'nameserver 10.200.250.53\n')
+  const before = netSnapshot(a)
+  for (const dryRun of [true, false]) {
+    const res = await injectDns(app, a, { mode: 'nxdomain' }, dryRun ? { dryRun: true } : {})
+    expectStatus(t, res, 422, `refused (${dryRun ? 'dry run' : 'for real'})`)
+    const body = res.json<{ code: string; message: string }>()
+    t.equal(body.code, 'FAULTLINE_ERR_TARGET_STATE')
+    t.match(body.message, /has no route to any resolver \(10\.200\.250\.53; from \/etc\/netns\/.*\/resolv\.conf and the upstream\).*would change nothing/)
+  }
+  t.same(netSnapshot(a), before, 'nothing applied')
+  t.same((await app.inject({ method: 'GET', url: '/v1/injections?status=active' })).json<{ injections: Injection[] }>().injections.filter((i) => (i.resolved as { name?: string }).name === a.name), [], 'and nothing journaled as active')
+  // An upstream the namespace can reach is enough: queries to it are caught.
+  const reachable = await injectDns(app, a, { mode: 'nxdomain', upstream: b.ip }, { dryRun: true })
+  expectStatus(t, reachable, 200, 'with a reachable upstream it plans')
+})
+
 t.test('a namespace deleted under an active injection: recovery still stops the resolver', opts, async (t) => {
   const app = await sharedAgent()
   const { a, b } = netnsPair(t)
