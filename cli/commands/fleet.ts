@@ -247,7 +247,7 @@ Examples:
   faultline exp run db-latency             live progress; Ctrl-C aborts the run (every host recovers)
   faultline exp run db-latency --detach    then: faultline exp show db-latency / faultline exp abort RUN
 
-Exit status: 0 when the run completed, 1 when it failed or was aborted.`,
+Exit status: 0 when the run completed, 1 when it failed or was aborted, 130 after Ctrl-C (the run is aborted).`,
     )
     .action(async (name: string, _o, cmd: Command) =>
       withServer(cmd, async (client) => {
@@ -309,7 +309,9 @@ Exit status: 0 when the run completed, 1 when it failed or was aborted.`,
             if (run.status !== 'running' && run.status !== 'pending') {
               if (json) printJson({ id: run.id, status: run.status })
               else console.log(`${run.status === 'completed' ? green('✓') : red('✗')} run ${run.id} ${runColor(run.status)}`)
-              if (run.status !== 'completed') process.exitCode = 1
+              // Ctrl-C is the person's choice (130, as for inject); a run that failed on its own is 1.
+              if (interrupted) process.exitCode = 130
+              else if (run.status !== 'completed') process.exitCode = 1
               return
             }
             await new Promise<void>((resolve) => {

@@ -279,7 +279,7 @@ function watchSigint(): SigintWatch {
 
 function startLine(i: Injection): string {
   if (i.status === 'failed') return `${red('✗')} ${i.kind} on ${describeTarget(i.resolved)}: ${i.error?.message ?? 'failed'}`
-  if (!i.recoverable) return `${green('✓')} ${i.kind} on ${describeTarget(i.resolved)} done; it cannot be undone  ${dim(`id ${i.id}, experiment window until ${clock(i.expiresAt)} (${i.duration})`)}`
+  if (!i.recoverable) return `${green('✓')} ${i.kind} on ${describeTarget(i.resolved)} done: ${i.plan.steps.filter((s) => s.phase === 'apply').map((s) => s.detail).join('; ')}; it cannot be undone  ${dim(`id ${i.id}, experiment window until ${clock(i.expiresAt)} (${i.duration})`)}`
   return `${green('✓')} ${i.kind} on ${describeTarget(i.resolved)} is ${yellow(i.status)}  ${dim(`id ${i.id}, ends ${clock(i.expiresAt)} (${i.duration})`)}`
 }
 

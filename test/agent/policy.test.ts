@@ -113,7 +113,9 @@ t.test('paths: file, disk and stress-io faults stay in the directories allowed, 
   const app = await agentWith(t, `paths: [${allowedDir}/]\n`)
   await allowed(t, app, { kind: 'file-append', path: join(allowedDir, 'app.conf'), text: 'x' })
   t.match(await refused(t, app, /^paths$/, { kind: 'file-append', path: join(dir, 'other.conf'), text: 'x' }), /is not in/)
-  await refused(t, app, /^paths$/, { kind: 'file-append', path: `${allowedDir}/../other.conf`, text: 'x' })
+  const dotted = await post(app, { kind: 'file-append', path: `${allowedDir}/../other.conf`, text: 'x' })
+  t.equal(dotted.statusCode, 400, 'a path with .. is refused before the policy sees it')
+  t.match(dotted.json(), { code: 'FAULTLINE_ERR_VALIDATION', message: /not in normal form.*write it as/ })
   t.match(await refused(t, app, /^paths$/, { kind: 'file-append', path: join(allowedDir, 'up', 'other.conf'), text: 'x' }), /is a symbolic link on the way/)
   t.match(await refused(t, app, /^paths$/, { kind: 'stress-io' }, { type: 'host' }), /give path explicitly/)
   await allowed(t, app, { kind: 'disk-fill', path: allowedDir, size: '1MiB' })
@@ -151,8 +153,11 @@ t.test('a wrong policy file stops the agent at start, saying what is wrong', asy
   t.notMatch(res.stderr, /\n\s+at /, 'one clear line, no stack trace')
 })
 
-t.test('through a server run: the refusal lands in the run record, with the rule', async (t) => {
+t.test('through a server run: a kind the policy forbids is refused at apply; a refused path lands in the run record, with the rule', async (t) => {
   const dir = tmpDir(t, 'fl-policy-run-')
+  const files = tmpDir(t)
+  const target = join(files, 'app.conf')
+  writeFileSync(target, 'listen 80\n')
   const ADMIN = 'admin-token-for-the-policy-test-0123'
   const ENROL = 'enrol-token-for-the-policy-test-0123'
   const server = withBearer(await buildServer({ stateDir: join(dir, 'server'), adminToken: ADMIN, enrolToken: ENROL, leaseMs: 10_000 }), ADMIN)
@@ -162,25 +167,34 @@ t.test('through a server run: the refusal lands in the run record, with the rule
   const agent = await buildAgent({
     stateDir: join(dir, 'agent'),
     maxDurationMs: 3_600_000,
-    policy: HostPolicyCheck.load(policyFile(t, 'kinds: [process-stop]\n')),
+    policy: HostPolicyCheck.load(policyFile(t, `kinds: [process-stop, file-append]\npaths: [${join(files, 'allowed')}/]\n`)),
     link: { server: url, name: 'guarded', labels: {}, enrolToken: ENROL, backoff: { initialMs: 100, maxMs: 500 } },
   })
   t.teardown(() => agent.close())
   agent.link!.start()
   await waitFor('the link', () => agent.link!.state === 'ready' || undefined, 20_000)
   const s = sleeper(t)
-  const put = await server.inject({
+  const kill = await server.inject({
     method: 'POST',
     url: '/v1/experiments',
     payload: { name: 'kill-it', hosts: { names: ['guarded'] }, target: { type: 'process', pid: s.pid }, fault: { kind: 'process-kill' }, duration: '1m' },
   })
+  t.equal(kill.statusCode, 422, kill.body)
+  t.match(kill.json(), { code: 'FAULTLINE_ERR_UNSUPPORTED', message: /guarded: not allowed by the host policy .*kinds: process-stop, file-append/ })
+  t.equal(procState(s.pid), 'S', 'the process lives')
+
+  const put = await server.inject({
+    method: 'POST',
+    url: '/v1/experiments',
+    payload: { name: 'append-it', hosts: { names: ['guarded'] }, target: { type: 'host' }, fault: { kind: 'file-append', path: target, text: 'x' }, duration: '1m' },
+  })
   t.equal(put.statusCode, 201, put.body)
-  const runId = (await server.inject({ method: 'POST', url: '/v1/experiments/kill-it/runs' })).json().id as string
+  const runId = (await server.inject({ method: 'POST', url: '/v1/experiments/append-it/runs' })).json().id as string
   const run = await waitFor('the run to end', async () => {
     const r = (await server.inject({ method: 'GET', url: `/v1/runs/${runId}` })).json() as { status: string; records: { agent: string; status: string; reason: string; error: { code: string; message: string } | null }[] }
     return r.status !== 'running' ? r : undefined
   }, 20_000)
   t.equal(run.status, 'failed')
-  t.match(run.records, [{ agent: 'guarded', status: 'failed', reason: 'policy', error: { code: 'FAULTLINE_ERR_POLICY', message: /kinds/ } }])
-  t.equal(procState(s.pid), 'S', 'the process lives')
+  t.match(run.records, [{ agent: 'guarded', status: 'failed', reason: 'policy', error: { code: 'FAULTLINE_ERR_POLICY', message: /paths/ } }])
+  t.equal(readFileSync(target, 'utf8'), 'listen 80\n', 'the file is untouched')
 })
