@@ -3,6 +3,7 @@ import closeWithGrace from 'close-with-grace'
 import { ConfigError, checkTlsPair, listenError, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
 import { agentTokenFile, defaultAgentSocket } from '../common/locations.js'
 import { createLogger } from '../common/logger.js'
+import { notifyReady, notifyStopping } from '../common/sd-notify.js'
 import { ensureTokenFile } from '../common/tokens.js'
 import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildAgent } from './app.js'
@@ -47,6 +48,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
   const token = config.tokenFile ? readSecretFile(config.tokenFile, 'token file') : made?.token
 
   const log = createLogger(config.logLevel)
+  const warn = (err: unknown, message: string) => log.warn({ err }, message)
   log.info({ version: FAULTLINE_VERSION, pid: process.pid, stateDir: config.stateDir }, 'faultline agent starting')
   if (made?.generated) log.info({ tokenFile }, 'made a bearer token for the TCP API (send it as "Authorization: Bearer <token>")')
   if (policy) log.info({ policy: policy.inForce() }, 'host policy in force')
@@ -71,6 +73,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
   const grace = closeWithGrace({ delay: 120_000, logger: log }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'fatal error; recovering every injection before exit')
     else log.info({ signal }, 'stopping; recovering every injection before exit')
+    notifyStopping('recovering every injection before exit', warn)
     await app.close()
   })
 
@@ -89,6 +92,7 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     await app.close()
     throw err instanceof ConfigError ? err : listenError(err, where)
   }
+  notifyReady(`listening on ${where}`, warn)
   // Dial out only once the API answers: the agent works (locally) whether or not a server is there.
   app.link?.start()
 }

@@ -2,6 +2,7 @@ import closeWithGrace from 'close-with-grace'
 import { listenError, parseListen, readSecretFile, readTlsFiles } from '../common/config.js'
 import { adminTokenFile, enrolTokenFile } from '../common/locations.js'
 import { createLogger } from '../common/logger.js'
+import { notifyReady, notifyStopping } from '../common/sd-notify.js'
 import { ensureTokenFile } from '../common/tokens.js'
 import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildServer } from './app.js'
@@ -47,6 +48,7 @@ export async function startServer(config: ServerConfig): Promise<void> {
   const grace = closeWithGrace({ delay: 10_000, logger: log }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'fatal error; stopping')
     else log.info({ signal }, 'stopping; agents recover server injections when their lease runs out')
+    notifyStopping('stopping', (e, m) => log.warn({ err: e }, m))
     await app.close()
   })
   let url: string
@@ -59,4 +61,5 @@ export async function startServer(config: ServerConfig): Promise<void> {
     throw listenError(err, `${listen.host}:${listen.port}`)
   }
   log.info({ url, adminTokenFile: admin.file, enrolTokenFile: enrol.file }, 'faultline server ready')
+  notifyReady(`listening on ${url}`, (e, m) => log.warn({ err: e }, m))
 }
