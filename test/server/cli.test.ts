@@ -119,7 +119,7 @@ t.test('Ctrl-C during exp run aborts the run: the host recovers', async (t) => {
   await waitFor('the live view to show the host active', () => /active/.test(stdout) || undefined, 30_000, 50)
   t.equal(agent.open.size, 1)
   child.kill('SIGINT')
-  t.equal(await exited, 1, 'exit 1: aborted')
+  t.equal(await exited, 130, 'exit 130, as for any command stopped by Ctrl-C (the run was aborted)')
   t.match(stderr, /aborting run \S+: every host recovers now/)
   t.match(stdout, /aborted \(abort\)/)
   t.equal(agent.open.size, 0, 'the agent recovered')
