@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# npm run package [-- --version V] [-- --out DIR]
+# npm run package [-- --version V] [-- --out DIR] [-- --no-build] [-- --fast]
 #
 # Builds dist/faultline_<version>_amd64.deb: everything the agent, the server and the CLI need,
 # Node.js included, so it installs on a Debian 12 host without Node.js:
@@ -13,17 +13,23 @@
 #   /etc/faultline/                  agent.yaml, server.yaml (conffiles), policy.yaml.example
 #
 # --version overrides package.json's version (the upgrade tests build a newer package of the
-# same code); the agent and server report it.
+# same code); the agent and server report it. --no-build packages what `npm run build` last
+# made (the tests build once and package twice). --fast compresses with gzip -1 instead of
+# xz -6: a bigger file in a few seconds, for tests; releases use the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=$(node -p 'require("./package.json").version')
 out=dist
+build=1
+compress=(-Zxz -z6)
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) version=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-build) build=; shift ;;
+    --fast) compress=(-Zgzip -z1); shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "package: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,8 +42,12 @@ command -v dpkg-deb >/dev/null || { echo "package: dpkg-deb is needed (apt-get i
 
 step() { printf '%s package: %s\n' "$(date +%T)" "$*" >&2; }
 
-step "building (tsc, native helpers, man page)"
-npm run -s build
+if [ -n "$build" ]; then
+  step "building (tsc, native helpers, man page)"
+  npm run -s build
+else
+  [ -f dist/cli/main.js ] && [ -f dist/man/faultline.1 ] || { echo "package: --no-build, but nothing is built (run npm run build)" >&2; exit 1; }
+fi
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/faultline-package.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
@@ -80,8 +90,8 @@ nm=$opt/node_modules
 rm -rf "$nm/better-sqlite3/deps" "$nm/better-sqlite3/src" "$nm/better-sqlite3/build/Release/obj" \
   "$nm/better-sqlite3/build/Release/obj.target" "$nm/better-sqlite3/build/Release/.deps" "$nm/better-sqlite3/build/deps" \
   "$nm/better-sqlite3/build/Release/test_extension.node"
-# Sources, docs, tests and the dotfiles of the modules' own repositories are not run.
-find "$nm" -type f \( -name '*.d.ts' -o -name '*.map' -o -name '.*' -o \( -name '*.md' ! -iname 'license*' \) \) -delete
+# Sources (TypeScript is never run here), docs, tests and the dotfiles of the modules' own repositories are not run.
+find "$nm" -type f \( -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.map' -o -name '.*' -o \( -name '*.md' ! -iname 'license*' \) \) -delete
 find "$nm" -type d \( -name test -o -name tests -o -name __tests__ -o -name docs -o -name example -o -name examples \
   -o -name integration -o -name benchmark -o -name benchmarks -o -name .github -o -name .husky \) -prune -exec rm -rf {} +
 # koffi carries its addon for every platform; this package is for glibc on x86_64.
@@ -135,6 +145,6 @@ chmod 0644 "$root/DEBIAN/md5sums" "$root/DEBIAN/control" "$root/DEBIAN/conffiles
 mkdir -p "$out"
 deb=$out/faultline_${version}_amd64.deb
 step "dpkg-deb $deb"
-dpkg-deb --root-owner-group -Zxz -z6 --build "$root" "$deb" >/dev/null
+dpkg-deb --root-owner-group "${compress[@]}" --build "$root" "$deb" >/dev/null
 step "done: $deb ($(du -h "$deb" | cut -f1), $((size / 1024)) MiB installed)"
 echo "$deb"
