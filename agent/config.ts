@@ -26,6 +26,60 @@ export interface AgentConfig extends TlsFlags {
   containerdSocket?: string
   podmanSocket?: string
   crioSocket?: string
+  /** chaosd-compatible API (agent/chaosd), plain HTTP: HOST:PORT (chaosd's default port is 31767). */
+  chaosdListen?: string
+  /** chaosd-compatible API over HTTPS: HOST:PORT, with chaosdTlsCert and chaosdTlsKey. */
+  chaosdTlsListen?: string
+  chaosdTlsCert?: string
+  chaosdTlsKey?: string
+  /** CA that signs the callers' client certificates: with it, a certificate is required. */
+  chaosdTlsCa?: string
+  /** Deadline of a chaosd attack whose body has no duration (default: --max-duration). */
+  chaosdDefaultDuration?: string
+}
+
+/** The chaosd-compatible listeners to start, checked before anything else starts. */
+export interface ChaosdListeners {
+  plain?: ListenAddress
+  tls?: ListenAddress & { cert: string; key: string; ca?: string }
+  defaultDurationMs: number
+}
+
+/**
+ * The chaosd flags, checked together: TLS needs its certificate and key, a CA needs TLS, the
+ * default duration fits in --max-duration. Undefined when neither listener is asked for.
+ */
+export function checkChaosdConfig(config: AgentConfig, maxDurationMs: number): ChaosdListeners | undefined {
+  const tlsFlags = [config.chaosdTlsCert, config.chaosdTlsKey, config.chaosdTlsCa].some(Boolean)
+  if (!config.chaosdListen && !config.chaosdTlsListen) {
+    if (tlsFlags || config.chaosdDefaultDuration) throw new ConfigError('--chaosd-tls-cert, --chaosd-tls-key, --chaosd-tls-ca and --chaosd-default-duration need --chaosd-listen or --chaosd-tls-listen')
+    return undefined
+  }
+  const address = (flag: string, text: string) => {
+    try {
+      return parseListen(text)
+    } catch {
+      throw new ConfigError(`${flag} ${JSON.stringify(text)} is not HOST:PORT (chaosd's port is 31767, e.g. 0.0.0.0:31767)`)
+    }
+  }
+  if (config.chaosdTlsListen && !(config.chaosdTlsCert && config.chaosdTlsKey)) throw new ConfigError('--chaosd-tls-listen needs --chaosd-tls-cert and --chaosd-tls-key')
+  if (!config.chaosdTlsListen && tlsFlags) throw new ConfigError('--chaosd-tls-cert, --chaosd-tls-key and --chaosd-tls-ca need --chaosd-tls-listen')
+  let defaultDurationMs = maxDurationMs
+  if (config.chaosdDefaultDuration) {
+    try {
+      defaultDurationMs = parseDuration(config.chaosdDefaultDuration)
+    } catch {
+      throw new ConfigError(`--chaosd-default-duration ${JSON.stringify(config.chaosdDefaultDuration)} must be a duration, e.g. 30m or 1h`)
+    }
+    if (defaultDurationMs < 1000 || defaultDurationMs > maxDurationMs) throw new ConfigError(`--chaosd-default-duration ${config.chaosdDefaultDuration} must be between 1s and --max-duration`)
+  }
+  return {
+    ...(config.chaosdListen ? { plain: address('--chaosd-listen', config.chaosdListen) } : {}),
+    ...(config.chaosdTlsListen
+      ? { tls: { ...address('--chaosd-tls-listen', config.chaosdTlsListen), cert: config.chaosdTlsCert!, key: config.chaosdTlsKey!, ...(config.chaosdTlsCa ? { ca: config.chaosdTlsCa } : {}) } }
+      : {}),
+    defaultDurationMs,
+  }
 }
 
 /** Where the agent's API listens: a Unix socket (the default) or a TCP address. */

@@ -1,13 +1,16 @@
 import { hostname } from 'node:os'
+import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
 import closeWithGrace from 'close-with-grace'
-import { ConfigError, checkTlsPair, listenError, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
+import { ConfigError, StartupError, checkTlsPair, listenError, readFileOrFail, readSecretFile, readTlsFiles } from '../common/config.js'
 import { agentTokenFile, defaultAgentSocket } from '../common/locations.js'
 import { createLogger } from '../common/logger.js'
 import { notifyReady, notifyStopping } from '../common/sd-notify.js'
 import { ensureTokenFile } from '../common/tokens.js'
 import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildAgent } from './app.js'
-import { type AgentConfig, checkExposure, checkMaxDuration, checkServerUrl, parseAgentListen, parseLabels } from './config.js'
+import { buildChaosdApi } from './chaosd/app.js'
+import { type AgentConfig, type ChaosdListeners, checkChaosdConfig, checkExposure, checkMaxDuration, checkServerUrl, parseAgentListen, parseLabels } from './config.js'
 import { defaultRuntimeSockets } from './host-paths.js'
 import { listenOnSocket, prepareSocket } from './listen.js'
 import { HostPolicyCheck } from './policy.js'
@@ -28,6 +31,8 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     checkExposure(config, listen)
   }
   const maxDurationMs = checkMaxDuration(config.maxDuration)
+  const chaosd = checkChaosdConfig(config, maxDurationMs)
+  const chaosdTls = chaosd?.tls ? readTlsFiles({ tlsCert: chaosd.tls.cert, tlsKey: chaosd.tls.key, ...(chaosd.tls.ca ? { tlsCa: chaosd.tls.ca } : {}) }) : undefined
   const policy = config.policy ? HostPolicyCheck.load(config.policy) : undefined
   if ('unix' in listen) await prepareSocket(listen.unix)
   checkServerUrl(config)
@@ -60,6 +65,8 @@ export async function startAgent(config: AgentConfig): Promise<void> {
     ...(tls ? { tls } : {}),
     ...(link ? { link } : {}),
     ...(policy ? { policy } : {}),
+    // Network faults never cut the chaosd ports either: Chaos Mesh must be able to recover.
+    ...(chaosd ? { protectTcpPorts: [22, ...[chaosd.plain?.port, chaosd.tls?.port].filter((p): p is number => Boolean(p))] } : {}),
     runtimeSockets: {
       docker: config.dockerSocket ? [config.dockerSocket] : defaultRuntimeSockets.docker,
       containerd: config.containerdSocket ? [config.containerdSocket] : defaultRuntimeSockets.containerd,
@@ -70,11 +77,17 @@ export async function startAgent(config: AgentConfig): Promise<void> {
 
   // Recovering every injection can take a while (nft pays per table already in a namespace);
   // what is not recovered within the grace period is recovered at the next start.
+  const chaosdApps: FastifyInstance[] = []
+  const closeAll = async () => {
+    // The chaosd listeners first: no new attack while every injection is recovered.
+    await Promise.allSettled(chaosdApps.map((a) => a.close()))
+    await app.close()
+  }
   const grace = closeWithGrace({ delay: 120_000, logger: log }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'fatal error; recovering every injection before exit')
     else log.info({ signal }, 'stopping; recovering every injection before exit')
     notifyStopping('recovering every injection before exit', warn)
-    await app.close()
+    await closeAll()
   })
 
   const where = 'unix' in listen ? `unix:${listen.unix}` : `${listen.host}:${listen.port}`
@@ -86,13 +99,50 @@ export async function startAgent(config: AgentConfig): Promise<void> {
       const url = await app.listen({ host: listen.host, port: listen.port })
       log.info({ url, auth: token ? `token (${tokenFile})` : 'client certificates', server: app.link?.url }, 'faultline agent ready')
     }
+    if (chaosd) await listenChaosd(chaosd, chaosdTls, app, log, chaosdApps)
   } catch (err) {
     // Nothing was applied yet (the journal was only reconciled): close, unlock, and say why.
     grace.uninstall()
-    await app.close()
-    throw err instanceof ConfigError ? err : listenError(err, where)
+    await closeAll()
+    throw err instanceof ConfigError || err instanceof StartupError ? err : listenError(err, where)
   }
   notifyReady(`listening on ${where}`, warn)
   // Dial out only once the API answers: the agent works (locally) whether or not a server is there.
   app.link?.start()
+}
+
+/**
+ * The chaosd-compatible listeners (agent/chaosd): HTTPS when configured, and plain HTTP, which
+ * then answers only /api/system/* as chaosd's does. Both share the agent's Injector.
+ */
+async function listenChaosd(
+  chaosd: ChaosdListeners,
+  tls: ReturnType<typeof readTlsFiles>,
+  app: FastifyInstance,
+  log: Logger,
+  started: FastifyInstance[],
+): Promise<void> {
+  const common = { injector: app.injector, log, defaultDurationMs: chaosd.defaultDurationMs }
+  if (chaosd.tls && tls) {
+    const api = await buildChaosdApi({ ...common, tls, routes: 'all' })
+    started.push(api)
+    const where = `${chaosd.tls.host}:${chaosd.tls.port}`
+    const url = await api.listen({ host: chaosd.tls.host, port: chaosd.tls.port }).catch((err: unknown) => {
+      throw listenError(err, where, '--chaosd-tls-listen')
+    })
+    log.info({ url, auth: tls.ca ? 'client certificates' : 'none (TLS without --chaosd-tls-ca: anyone who reaches the port may inject)' }, 'chaosd-compatible API ready')
+  }
+  if (chaosd.plain) {
+    const routes = chaosd.tls ? 'system' : 'all'
+    const api = await buildChaosdApi({ ...common, routes })
+    started.push(api)
+    const where = `${chaosd.plain.host}:${chaosd.plain.port}`
+    const url = await api.listen({ host: chaosd.plain.host, port: chaosd.plain.port }).catch((err: unknown) => {
+      throw listenError(err, where, '--chaosd-listen')
+    })
+    if (routes === 'all') {
+      log.warn({ url }, 'chaosd-compatible API on plain HTTP without authentication, as chaosd does: anyone who reaches this port can inject faults as root. Use it on a trusted network only, or --chaosd-tls-listen with --chaosd-tls-ca')
+    }
+    log.info({ url, routes: routes === 'all' ? 'attacks and /api/system' : '/api/system only (attacks on the TLS listener)' }, 'chaosd-compatible API ready')
+  }
 }

@@ -200,13 +200,13 @@ export interface StartedAgent extends Started {
 }
 
 /**
- * Starts the built agent on a free loopback port with its own state directory, and resolves once
- * it logs "faultline agent ready" (with its url).
+ * Starts the built agent on a free loopback port with its own state directory (and extraArgs),
+ * and resolves once it logs "faultline agent ready" (with its url).
  */
-export async function startAgent(stateDir: string): Promise<StartedAgent> {
+export async function startAgent(stateDir: string, extraArgs: string[] = []): Promise<StartedAgent> {
   const child = spawn(
     process.execPath,
-    [cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'info'],
+    [cliEntry, 'agent', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'info', ...extraArgs],
     { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
   )
   const started = track(child, 'the agent')

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util'
+import { formatChaosdResult, runChaosdBench, type ChaosdBenchResult } from './chaosd.js'
 import { formatDiscoveryResult, runDiscoveryBench, type DiscoveryBenchResult } from './discovery.js'
 import { formatInjectResult, runInjectBench, type InjectBenchResult } from './inject.js'
 import { formatNetworkResult, runNetworkBench, type NetworkBenchResult } from './network.js'
@@ -7,17 +8,17 @@ import { formatStressResult, runStressBench, type StressBenchResult } from './st
 import { formatTimeskewResult, runTimeskewBench, type TimeskewBenchResult } from './timeskew.js'
 
 /**
- * `npm run bench [-- --only inject|network|discovery|stress|timeskew|server] [-- --rounds N] [-- --warmup N] [-- --json]`:
+ * `npm run bench [-- --only inject|network|discovery|stress|timeskew|server|chaosd] [-- --rounds N] [-- --warmup N] [-- --json]`:
  * runs every benchmark in bench/ (or the one named by --only) and prints a table per benchmark,
  * or one JSON object keyed by benchmark with --json. --rounds and --warmup override each
  * benchmark's defaults (inject: 200 and 20; network: 40 and 5 per level; discovery: 30 and 3;
  * stress: 3 rounds per level and method, no warm-up; timeskew: 200 and 20; server: 5 and 1 per
- * fleet size, 100 and 1000 simulated agents).
+ * fleet size, 100 and 1000 simulated agents; chaosd: 200 and 20).
  * Progress goes to stderr. Needs root: the benchmarks stop and resume real processes, create a
  * network namespace and run containers (discovery: start the runtimes first with
  * scripts/test-runtimes.sh start).
  */
-const benchmarks = ['inject', 'network', 'discovery', 'stress', 'timeskew', 'server'] as const
+const benchmarks = ['inject', 'network', 'discovery', 'stress', 'timeskew', 'server', 'chaosd'] as const
 type Benchmark = (typeof benchmarks)[number]
 
 function usage(message: string): never {
@@ -55,7 +56,7 @@ if (values.only !== undefined && !(benchmarks as readonly string[]).includes(val
 const selected: readonly Benchmark[] = values.only === undefined ? benchmarks : [values.only as Benchmark]
 
 const opts = { ...(rounds !== undefined ? { rounds } : {}), ...(warmupRounds !== undefined ? { warmupRounds } : {}) }
-const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult; server?: ServerBenchResult } = {}
+const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult; server?: ServerBenchResult; chaosd?: ChaosdBenchResult } = {}
 const tables: string[] = []
 const runners: Record<Benchmark, () => Promise<string>> = {
   inject: async () => formatInjectResult((results.inject = await runInjectBench(opts))),
@@ -64,6 +65,7 @@ const runners: Record<Benchmark, () => Promise<string>> = {
   stress: async () => formatStressResult((results.stress = await runStressBench(opts))),
   timeskew: async () => formatTimeskewResult((results.timeskew = await runTimeskewBench(opts))),
   server: async () => formatServerResult((results.server = await runServerBench(opts))),
+  chaosd: async () => formatChaosdResult((results.chaosd = await runChaosdBench(opts))),
 }
 for (const name of selected) tables.push(await runners[name]())
 

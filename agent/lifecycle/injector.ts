@@ -30,6 +30,19 @@ export interface Origin {
   runId?: string
   /** Bound to the server's lease: recovered by the agent itself when the lease lapses. */
   lease?: boolean
+  /**
+   * Set for injections asked for through the chaosd-compatible API (agent/chaosd): the
+   * experiment's uid (also the request id), chaosd's kind and action, and the body as sent.
+   * The journal is where GET /api/experiments and DELETE /api/attack/:uid find them.
+   */
+  chaosd?: ChaosdOrigin
+}
+
+export interface ChaosdOrigin {
+  uid: string
+  kind: string
+  action: string
+  body: unknown
 }
 
 export interface InjectorEvents {
@@ -455,6 +468,16 @@ export class Injector {
 
   list(status?: InjectionStatus, limit?: number): Injection[] {
     return this.#journal.list(status, limit).map((r) => toInjection(r))
+  }
+
+  /** The injections of one request (every target it matched), with who asked for it. */
+  requestWithOrigin(requestId: string): { injection: Injection; origin: Origin | null }[] {
+    return this.#journal.byRequest(requestId).map((r) => ({ injection: toInjection(r), origin: asOrigin(r.origin) }))
+  }
+
+  /** Injections, newest first, with who asked for each. */
+  listWithOrigin(limit?: number): { injection: Injection; origin: Origin | null }[] {
+    return this.#journal.list(undefined, limit).map((r) => ({ injection: toInjection(r), origin: asOrigin(r.origin) }))
   }
 
   /** Every injection that may still be on the host, with who asked for it (the link filters on origin). */

@@ -21,6 +21,10 @@ Examples:
   faultline agent --server wss://faultline.example:7071 --enrol-token-file /etc/faultline/enrol \\
                   --server-ca /etc/faultline/ca.crt --labels role=db,zone=a
 
+  # driven by Chaos Mesh's PhysicalMachineChaos: chaosd's API over mutual TLS (docs/chaos-mesh.md)
+  faultline agent --chaosd-tls-listen 0.0.0.0:31768 --chaosd-tls-cert chaosd.crt --chaosd-tls-key chaosd.key \\
+                  --chaosd-tls-ca chaos-mesh-ca.crt
+
   # a runtime socket somewhere else (containers are found through cgroupfs without any socket;
   # the sockets only add names, labels and images)
   faultline agent --docker-socket /srv/docker/docker.sock
@@ -60,6 +64,12 @@ export function agentCommand(): Command {
     .addOption(new Option('--containerd-socket <path>', 'containerd gRPC socket (default /run/containerd/containerd.sock)').env('FAULTLINE_AGENT_CONTAINERD_SOCKET'))
     .addOption(new Option('--podman-socket <path>', "podman's Docker-compatible API socket (default /run/podman/podman.sock)").env('FAULTLINE_AGENT_PODMAN_SOCKET'))
     .addOption(new Option('--crio-socket <path>', 'CRI-O socket (default /run/crio/crio.sock, then /var/run/crio/crio.sock)').env('FAULTLINE_AGENT_CRIO_SOCKET'))
+    .addOption(new Option('--chaosd-listen <host:port>', "also answer chaosd's HTTP API here (plain HTTP, no authentication, as chaosd: trusted networks only; chaosd's port is 31767), for Chaos Mesh's PhysicalMachineChaos; with --chaosd-tls-listen it serves only /api/system/*").env('FAULTLINE_AGENT_CHAOSD_LISTEN'))
+    .addOption(new Option('--chaosd-tls-listen <host:port>', "answer chaosd's HTTP API over HTTPS here (Chaos Mesh's security mode)").env('FAULTLINE_AGENT_CHAOSD_TLS_LISTEN'))
+    .addOption(new Option('--chaosd-tls-cert <file>', 'certificate of --chaosd-tls-listen (PEM; Chaos Mesh expects the name chaosd.chaos-mesh.org)').env('FAULTLINE_AGENT_CHAOSD_TLS_CERT'))
+    .addOption(new Option('--chaosd-tls-key <file>', 'private key of --chaosd-tls-cert (PEM)').env('FAULTLINE_AGENT_CHAOSD_TLS_KEY'))
+    .addOption(new Option('--chaosd-tls-ca <file>', 'require client certificates signed by this CA on --chaosd-tls-listen (PEM)').env('FAULTLINE_AGENT_CHAOSD_TLS_CA'))
+    .addOption(new Option('--chaosd-default-duration <duration>', 'deadline of a chaosd attack that names no duration (Chaos Mesh never does; default: --max-duration)').env('FAULTLINE_AGENT_CHAOSD_DEFAULT_DURATION'))
     .addOption(
       new Option('--log-level <level>', 'log level')
         .env('FAULTLINE_AGENT_LOG_LEVEL')
@@ -78,7 +88,7 @@ export function agentCommand(): Command {
   return cmd
 }
 
-const configKeys = ['listen', 'stateDir', 'maxDuration', 'policy', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const
+const configKeys = ['listen', 'stateDir', 'maxDuration', 'policy', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'logLevel', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket', 'chaosdListen', 'chaosdTlsListen', 'chaosdTlsCert', 'chaosdTlsKey', 'chaosdTlsCa', 'chaosdDefaultDuration'] as const
 
 /** Flags and environment win over the config file; the file wins over defaults. */
 export function resolveAgentConfig(command: Command): AgentConfig {
@@ -88,7 +98,8 @@ export function resolveAgentConfig(command: Command): AgentConfig {
     maxDuration: merged.maxDuration!,
     logLevel: merged.logLevel!,
   }
-  for (const key of ['listen', 'policy', 'tokenFile', 'tlsCert', 'tlsKey', 'tlsCa', 'server', 'enrolTokenFile', 'labels', 'serverCa', 'name', 'dockerSocket', 'containerdSocket', 'podmanSocket', 'crioSocket'] as const) {
+  for (const key of configKeys) {
+    if (key === 'stateDir' || key === 'maxDuration' || key === 'logLevel') continue
     if (merged[key]) config[key] = merged[key]
   }
   return config

@@ -134,7 +134,7 @@ exit $rc
 /** Which test file runs which pages (every page with an `sh` block is in one group; checked). */
 export const pageGroups: Record<string, string[]> = {
   readme: ['README.md'],
-  agent: ['docs/operations.md', 'docs/api.md', 'docs/benchmarks.md', 'docs/install.md'],
+  agent: ['docs/operations.md', 'docs/api.md', 'docs/benchmarks.md', 'docs/install.md', 'docs/chaos-mesh.md'],
   faults: ['docs/faults.md', 'docs/containers.md'],
   server: ['docs/server.md'],
 }
