@@ -44,6 +44,8 @@ export const errorCatalog = {
   FAULTLINE_ERR_AGENT_NOT_FOUND: { status: 404, title: 'No such agent' },
   FAULTLINE_ERR_AGENT_REMOVED: { status: 403, title: 'An admin removed this agent; it may not enrol again until re-admitted' },
   FAULTLINE_ERR_TOKEN_NOT_FOUND: { status: 404, title: 'No such API token' },
+  FAULTLINE_ERR_TOKEN_EXPIRED: { status: 401, title: 'The API token has expired' },
+  FAULTLINE_ERR_BAD_CURSOR: { status: 400, title: 'The event stream cursor is malformed' },
   FAULTLINE_ERR_RUN_ACTIVE: { status: 409, title: 'The experiment already has a run in progress' },
   FAULTLINE_ERR_NO_HOSTS: { status: 422, title: "No connected agent matches the experiment's hosts" },
   FAULTLINE_ERR_LINK_MALFORMED: { status: 400, title: 'A link message is not JSON or does not match the protocol' },

@@ -102,6 +102,17 @@ export const ExperimentViewSchema = Type.Object(
 /** The spec is sent as it was stored (already valid), so the response schema leaves it unchecked. */
 export type ExperimentView = Static<typeof ExperimentViewSchema> & { spec: Experiment }
 
+/** One open server record of an agent, as the fleet view lists it. */
+export const AgentInjectionSchema = Type.Object({
+  runId: Type.String(),
+  experiment: Type.String(),
+  injectionId: Type.String({ description: '"" until the agent answered the inject' }),
+  kind: Type.String({ description: 'The fault kind' }),
+  target: Type.String({ description: 'The concrete target ("" until the agent answered)' }),
+  status: Type.Enum(['sent', 'active'] as const),
+})
+export type AgentInjection = Static<typeof AgentInjectionSchema>
+
 export const AgentViewSchema = Type.Object(
   {
     id: Type.String(),
@@ -117,6 +128,8 @@ export const AgentViewSchema = Type.Object(
     targets: Type.Integer({ description: 'Containers and named network namespaces the agent reported' }),
     open: Type.Integer({ description: 'Server injections open on the agent' }),
     invalidMessages: Type.Integer({ description: 'Invalid link messages on the current connection' }),
+    unavailable: Type.Record(Type.String(), Type.String(), { description: 'Fault kinds the agent reported unavailable, with its reason' }),
+    injections: Type.Array(AgentInjectionSchema, { description: 'Open server records of this agent (sent or active), oldest first' }),
   },
   { title: 'Agent' },
 )
@@ -139,6 +152,7 @@ export const ApiTokenSchema = Type.Object(
     createdAt: Type.String({ format: 'date-time' }),
     createdBy: Type.String(),
     lastUsedAt: Type.Optional(Type.String({ format: 'date-time' })),
+    expiresAt: Type.Optional(Type.String({ format: 'date-time', description: 'When the token stops working (none: never)' })),
   },
   { title: 'ApiToken' },
 )
@@ -210,3 +224,72 @@ export const RemovedAgentViewSchema = Type.Object(
   { title: 'RemovedAgent' },
 )
 export type RemovedAgentView = Static<typeof RemovedAgentViewSchema>
+
+/** GET /v1/whoami: who the bearer token is, what it may do, and until when. */
+export const WhoamiSchema = Type.Object(
+  {
+    who: Type.String({ description: 'As the audit log names the caller: "admin-token", "token:<name>" (with "cert:<CN>+" in front for a client certificate)' }),
+    role: RoleSchema,
+    tokenId: Type.Optional(Type.String({ description: 'The API token id (none for the admin token)' })),
+    expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+    version: Type.String({ description: 'The server version' }),
+  },
+  { title: 'Whoami' },
+)
+export type Whoami = Static<typeof WhoamiSchema>
+
+/**
+ * GET /v1/events/stream (Server-Sent Events). Every message has `id: <cursor>`, where a cursor
+ * is "<last fleet event id>.<last audit id>" sent so far; `event:` is one of these.
+ *   hello       first message, always: the cursor the stream starts from, the role and who
+ *   fleet       one FleetEvent, as GET /v1/events gives it (token.* events to admins only)
+ *   audit       one AuditEntry, as GET /v1/audit gives it
+ *   signed-out  the token was revoked or expired; the stream ends after it
+ * and a comment line ": ping" keeps the connection alive.
+ */
+export const streamMessageTypes = ['hello', 'fleet', 'audit', 'signed-out'] as const
+export type StreamMessageType = (typeof streamMessageTypes)[number]
+export const STREAM_CURSOR_PATTERN = '^[0-9]{1,15}\\.[0-9]{1,15}$'
+
+export const StreamHelloSchema = Type.Object(
+  {
+    cursor: Type.String({ pattern: STREAM_CURSOR_PATTERN, description: '"<event id>.<audit id>": resume with Last-Event-ID or ?after=' }),
+    role: RoleSchema,
+    who: Type.String(),
+  },
+  { title: 'StreamHello' },
+)
+export type StreamHello = Static<typeof StreamHelloSchema>
+
+export const StreamSignedOutSchema = Type.Object(
+  {
+    reason: Type.Enum(['revoked', 'expired'] as const),
+    message: Type.String(),
+  },
+  { title: 'StreamSignedOut' },
+)
+export type StreamSignedOut = Static<typeof StreamSignedOutSchema>
+
+/** One problem of an experiment checked by POST /v1/experiments/check, where it is in the YAML (1-based). */
+export const ExperimentCheckIssueSchema = Type.Object({
+  path: Type.String({ description: 'The field, as "fault.latency" or "guards[0].every"; "" for the whole document (or a YAML syntax error)' }),
+  message: Type.String(),
+  line: Type.Integer({ minimum: 1 }),
+  column: Type.Integer({ minimum: 1 }),
+  endLine: Type.Integer({ minimum: 1 }),
+  endColumn: Type.Integer({ minimum: 1 }),
+})
+export type ExperimentCheckIssue = Static<typeof ExperimentCheckIssueSchema>
+
+export const ExperimentCheckSchema = Type.Union(
+  [
+    Type.Object({
+      valid: Type.Literal(true),
+      experiment: Type.Unknown({ description: 'The experiment as it would be applied (after defaults)' }),
+      warnings: Type.Array(Type.String()),
+    }),
+    Type.Object({ valid: Type.Literal(false), issues: Type.Array(ExperimentCheckIssueSchema) }),
+  ],
+  { title: 'ExperimentCheck' },
+)
+export type ExperimentCheck = { valid: true; experiment: Experiment; warnings: string[] } | { valid: false; issues: ExperimentCheckIssue[] }

@@ -6,6 +6,7 @@
 #
 #   /opt/faultline/bin/node          the Node.js runtime this build was made and tested with
 #   /opt/faultline/dist/             the compiled code (the package root: package.json, native/)
+#   /opt/faultline/dist/web/         the dashboard the server serves at / (npm run build makes it)
 #   /opt/faultline/native/*/         the native helpers (built here; no compiler on the host)
 #   /opt/faultline/node_modules/     production dependencies only, with their native addons
 #   /usr/bin/faultline               the entry point
@@ -69,6 +70,10 @@ mkdir -p "$opt/dist"
 for part in agent cli common protocol server; do
   (cd dist && find "$part" -name '*.js' -print0) | (cd dist && xargs -0 cp --parents -t "$opt/dist")
 done
+# The dashboard the server serves at / (index.html, hashed assets, their .gz copies, build.json
+# by which the server knows a build).
+[ -f dist/web/build.json ] || { echo "package: the dashboard was not built (dist/web; run npm run build)" >&2; exit 1; }
+cp -a dist/web "$opt/dist/web"
 # Each helper's executables (and nsexec's preload library), at the paths the code expects.
 for helper in nsexec/build/faultline-nsexec nsexec/build/libfaultline-nsexec.so netdelay/faultline-netdelay timeskew/faultline-timeskew stress/build/faultline-stress; do
   [ -f "native/$helper" ] || { echo "package: native helper $helper was not built" >&2; exit 1; }

@@ -14,15 +14,20 @@ import { parse as parseYaml } from 'yaml'
 import { FaultlineError } from '../protocol/errors.js'
 import { MAX_LINK_MESSAGE_BYTES } from '../protocol/link.js'
 import type { ServerContext } from './context.js'
+import { EventStreams, type LiveListener } from './event-stream.js'
 import { Hub } from './hub.js'
+import { createServerMetrics } from './metrics.js'
 import { serverAuthPlugin } from './plugins/auth.js'
+import { dashboardPlugin } from './plugins/dashboard.js'
 import { adminRoutes } from './routes/admin.js'
 import { experimentRoutes } from './routes/experiments.js'
 import { fleetRoutes } from './routes/fleet.js'
+import { metricsRoutes } from './routes/metrics.js'
 import { runRoutes } from './routes/runs.js'
+import { streamRoutes } from './routes/stream.js'
 import { Runs } from './runs.js'
 import { Scheduler } from './scheduler.js'
-import { Store, type EventRow } from './store.js'
+import { Store } from './store.js'
 
 export interface ServerOptions {
   stateDir: string
@@ -38,6 +43,10 @@ export interface ServerOptions {
   tls?: TlsFiles
   logger?: Logger
   bodyLimit?: number
+  /** How often an event stream sends ": ping" (default 15 s). */
+  eventStreamPingMs?: number
+  /** Bytes an event stream client may leave unread before it is dropped (default 1 MiB). */
+  eventStreamMaxPendingBytes?: number
 }
 
 declare module 'fastify' {
@@ -62,12 +71,39 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     hardenedFastifyOptions({ log, bodyLimit: opts.bodyLimit ?? 256 * 1024, clientCerts: 'request', ...(opts.tls ? { tls: opts.tls } : {}) }),
   ).withTypeProvider<TypeBoxTypeProvider>()
 
-  const listeners = new Set<(event: EventRow) => void>()
+  // Rows reach live listeners in the turn they are written: the event streams rely on it.
+  const listeners = new Set<LiveListener>()
+  const publish: LiveListener = (item) => {
+    for (const listener of listeners) listener(item)
+  }
   const event: ServerContext['event'] = (type, message, refs) => {
     const row = store.addEvent(type, message, refs)
-    for (const listener of listeners) listener(row)
+    publish({ kind: 'fleet', row })
     return row
   }
+  const audit: ServerContext['audit'] = (entry) => {
+    const row = store.audit(entry)
+    publish({ kind: 'audit', row })
+    return row
+  }
+  const streams = new EventStreams({
+    store,
+    log: log.child({ component: 'event-stream' }),
+    subscribe: (listener) => {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
+    ...(opts.eventStreamPingMs !== undefined ? { pingMs: opts.eventStreamPingMs } : {}),
+    ...(opts.eventStreamMaxPendingBytes !== undefined ? { maxPendingBytes: opts.eventStreamMaxPendingBytes } : {}),
+  })
+  const metrics = createServerMetrics({
+    // (called at scrape time, once the hub exists)
+    agentsConnected: () => hub.readyIds().length,
+    agentsKnown: () => store.agentCount(),
+    runCounts: () => store.runCounts(),
+    recordCounts: () => store.recordCounts(),
+    eventStreamClients: () => streams.size,
+  })
   const hub = new Hub({
     store,
     log: log.child({ component: 'hub' }),
@@ -75,6 +111,11 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     heartbeatMs,
     event,
     enrolToken: opts.enrolToken,
+    counters: {
+      messageIn: () => metrics.linkMessages.inc({ direction: 'in' }),
+      messageOut: () => metrics.linkMessages.inc({ direction: 'out' }),
+      rejected: () => metrics.linkRejected.inc(),
+    },
   })
   const runs = new Runs({ store, hub, log: log.child({ component: 'runs' }), leaseMs, event })
   const scheduler = new Scheduler((name) => {
@@ -85,10 +126,13 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     }
   }, log.child({ component: 'scheduler' }))
   for (const exp of store.experiments()) if (exp.spec.schedule) scheduler.set(exp.name, exp.spec.schedule)
-  const ctx: ServerContext = { store, hub, runs, scheduler, event }
+  const ctx: ServerContext = { store, hub, runs, scheduler, streams, metrics, event, audit }
   app.decorate('fleet', ctx)
 
+  // Open streams keep their responses open: end them before the HTTP server waits for them.
+  app.addHook('preClose', async () => streams.closeAll())
   app.addHook('onClose', async () => {
+    streams.closeAll()
     scheduler.stop()
     runs.close()
     hub.close()
@@ -144,10 +188,13 @@ async function registerAll(app: FastifyInstance, ctx: ServerContext, opts: Serve
       done()
     },
   })
-  await app.register(serverAuthPlugin, { store, adminToken: opts.adminToken })
-  app.get('/healthz', { schema: { summary: 'Liveness (no authentication)', hide: false } }, async () => ({ ok: true, agents: hub.readyIds().length }))
+  await app.register(serverAuthPlugin, { store, adminToken: opts.adminToken, audit: ctx.audit })
+  app.get('/healthz', { config: { public: true }, schema: { summary: 'Liveness (no authentication)', hide: false } }, async () => ({ ok: true, agents: hub.readyIds().length }))
   await app.register(fleetRoutes, { ctx })
   await app.register(experimentRoutes, { ctx })
   await app.register(runRoutes, { ctx })
   await app.register(adminRoutes, { ctx })
+  await app.register(dashboardPlugin)
+  await app.register(streamRoutes, { ctx })
+  await app.register(metricsRoutes, { ctx })
 }

@@ -9,6 +9,7 @@ import { isOpenStatus, type InjectionSchema } from '../protocol/injection.js'
 import type { Static } from 'typebox'
 import { decodeAgentMessage } from '../protocol/link-codec.js'
 import { LINK_PROTOCOL_VERSION, type AgentMessage, type ServerMessage } from '../protocol/link.js'
+import type { LinkCounters } from './metrics.js'
 import type { Store } from './store.js'
 
 /** An injection as it travels on the link (its fault and target are not narrowed). */
@@ -38,6 +39,8 @@ export interface HubOptions {
   enrolToken: string
   /** Invalid messages tolerated per minute before the connection is closed (default 20). */
   maxViolationsPerMinute?: number
+  /** Messages in and out, and the invalid ones (server metrics). */
+  counters?: LinkCounters
   /** Writes an event row (and tells the live listeners). */
   event: (type: string, message: string, refs?: { agentId?: string; runId?: string; data?: unknown }) => void
 }
@@ -67,10 +70,13 @@ class Session {
     readonly agentId: string,
     readonly socket: WebSocket,
     readonly address: string,
+    readonly counters: LinkCounters | undefined,
   ) {}
 
   send(message: ServerMessage): void {
-    if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(message))
+    if (this.socket.readyState !== this.socket.OPEN) return
+    this.socket.send(JSON.stringify(message))
+    this.counters?.messageOut()
   }
 }
 
@@ -192,7 +198,7 @@ export class Hub extends EventEmitter<HubEvents> {
       previous.socket.close(4000, 'replaced by a new connection')
       this.#drop(previous)
     }
-    const session = new Session(agentId, socket, address)
+    const session = new Session(agentId, socket, address, this.#opts.counters)
     this.#sessions.set(agentId, session)
     socket.on('message', (data: Buffer, isBinary: boolean) => this.#onMessage(session, data, isBinary))
     socket.on('close', () => this.#drop(session))
@@ -222,6 +228,7 @@ export class Hub extends EventEmitter<HubEvents> {
 
   #onMessage(session: Session, data: Buffer, isBinary: boolean): void {
     if (this.#sessions.get(session.agentId) !== session) return
+    this.#opts.counters?.messageIn()
     session.lastMessageAt = Date.now()
     if (isBinary) return this.#violation(session, 'FAULTLINE_ERR_LINK_MALFORMED', 'binary frames are not part of the protocol; send JSON text')
     const decoded = decodeAgentMessage(data)
@@ -287,6 +294,7 @@ export class Hub extends EventEmitter<HubEvents> {
 
   #violation(session: Session, code: ErrorCode, message: string, requestId?: string): void {
     const now = Date.now()
+    this.#opts.counters?.rejected()
     session.violationsTotal++
     session.violations.push(now)
     while (session.violations.length > 0 && now - session.violations[0]! > 60_000) session.violations.shift()

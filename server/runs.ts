@@ -110,17 +110,31 @@ export class Runs {
 
   // ---- start -------------------------------------------------------------------------------
 
+  /** Starts a run of the experiment as it is stored now. */
   start(name: string, who: string, trigger: RunTrigger): RunRow {
-    const { store, hub } = this.#o
-    const exp = store.getExperiment(name)
+    const exp = this.#o.store.getExperiment(name)
     if (!exp) throw new FaultlineError('FAULTLINE_ERR_EXPERIMENT_NOT_FOUND', `no experiment "${name}"; list them with "faultline exp ls"`)
+    return this.#launch(name, exp.spec, who, trigger)
+  }
+
+  /**
+   * Starts a new run with the spec an earlier run kept: the experiment as it was then, even if
+   * it has been changed or deleted since.
+   */
+  rerun(runId: string, who: string): RunRow {
+    const previous = this.#o.store.getRun(runId)
+    if (!previous) throw new FaultlineError('FAULTLINE_ERR_RUN_NOT_FOUND', `no run "${runId}"; list them with "faultline exp show NAME"`)
+    return this.#launch(previous.experiment, previous.spec, who, 'api', previous.id)
+  }
+
+  #launch(name: string, spec: Experiment, who: string, trigger: RunTrigger, rerunOf?: string): RunRow {
+    const { store, hub } = this.#o
     const running = store.openRuns(name)
     if (running.length > 0) {
       throw new FaultlineError('FAULTLINE_ERR_RUN_ACTIVE', `experiment "${name}" already has run ${running[0]!.id} in progress; wait for it or abort it ("faultline exp abort ${running[0]!.id}")`, {
         runId: running[0]!.id,
       })
     }
-    const spec = exp.spec
     const matching = store.agents().filter((a) => matchesHosts(spec.hosts, a))
     const connected = matching.filter((a) => hub.isReady(a.id))
     if (connected.length === 0) {
@@ -172,9 +186,10 @@ export class Runs {
     }
     store.insertRun(run, records)
     const shortfall = short ? `; mode ${describeMode(spec.mode)} asked for ${requested} host(s), only ${chosen.length} connected` : ''
-    this.#o.event('run.started', `run ${id} of ${name} started by ${who} (${trigger}): ${chosen.length} of ${connected.length} connected host(s), ${matching.length - connected.length} offline${shortfall}`, {
+    const again = rerunOf ? `, a re-run of ${rerunOf}` : ''
+    this.#o.event('run.started', `run ${id} of ${name} started by ${who} (${trigger}${again}): ${chosen.length} of ${connected.length} connected host(s), ${matching.length - connected.length} offline${shortfall}`, {
       runId: id,
-      data: { hosts: chosen.map((a) => a.id) },
+      data: { hosts: chosen.map((a) => a.id), ...(rerunOf ? { rerunOf } : {}) },
     })
     chosen.forEach((a, i) => this.#sendInject(id, spec, a.id, `${id}.${i + 1}`))
     return store.getRun(id)!

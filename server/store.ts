@@ -82,6 +82,8 @@ export interface TokenRow {
   createdAt: number
   createdBy: string
   lastUsedAt: number | null
+  /** When the token stops working (ms since the epoch); null: never. */
+  expiresAt: number | null
 }
 
 export interface AuditRow {
@@ -97,7 +99,7 @@ export interface AuditRow {
   source: string
 }
 
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 
 const json = (v: unknown) => JSON.stringify(v)
 
@@ -249,6 +251,15 @@ export class Store {
         PRAGMA user_version = 2;
       `)
     }
+    if (version < 3) {
+      // Tokens that expire; existing tokens keep working (NULL: never expires).
+      this.db.exec(`
+        ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+        CREATE INDEX events_run ON events(run_id, id) WHERE run_id IS NOT NULL;
+        CREATE INDEX events_agent ON events(agent_id, id) WHERE agent_id IS NOT NULL;
+        PRAGMA user_version = 3;
+      `)
+    }
   }
 
   private prepare() {
@@ -297,13 +308,24 @@ export class Store {
       eventInsert: db.prepare('INSERT INTO events (at, type, agent_id, run_id, message, data) VALUES (?, ?, ?, ?, ?, ?)'),
       eventList: db.prepare('SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?'),
       eventLatest: db.prepare('SELECT * FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id'),
-      tokenInsert: db.prepare('INSERT INTO tokens (id, name, role, hash, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)'),
+      tokenInsert: db.prepare('INSERT INTO tokens (id, name, role, hash, created_at, created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      tokenGet: db.prepare('SELECT * FROM tokens WHERE id = ?'),
       tokenByHash: db.prepare('SELECT * FROM tokens WHERE hash = ?'),
       tokenAll: db.prepare('SELECT * FROM tokens ORDER BY created_at, id'),
       tokenDelete: db.prepare('DELETE FROM tokens WHERE id = ?'),
       tokenUsed: db.prepare('UPDATE tokens SET last_used_at = ? WHERE id = ?'),
       auditInsert: db.prepare('INSERT INTO audit (at, who, role, method, route, url, status, outcome, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
-      auditList: db.prepare('SELECT * FROM (SELECT * FROM audit WHERE id > ? ORDER BY id DESC LIMIT ?) ORDER BY id'),
+      eventMaxId: db.prepare('SELECT COALESCE(MAX(id), 0) AS id FROM events'),
+      auditMaxId: db.prepare('SELECT COALESCE(MAX(id), 0) AS id FROM audit'),
+      auditAfter: db.prepare('SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?'),
+      agentCount: db.prepare('SELECT count(*) AS n FROM agents'),
+      runCounts: db.prepare('SELECT status, count(*) AS n FROM runs GROUP BY status'),
+      recordCounts: db.prepare('SELECT status, count(*) AS n FROM records GROUP BY status'),
+      recOpenWithRun: db.prepare(`
+        SELECT records.agent_id, records.run_id, records.injection_id, records.target, records.status, runs.experiment,
+               json_extract(runs.spec, '$.fault.kind') AS kind
+        FROM records JOIN runs ON runs.id = records.run_id
+        WHERE records.status IN ('sent', 'active') ORDER BY records.seq`),
     }
   }
 
@@ -404,9 +426,23 @@ export class Store {
     return r && decodeRun(r)
   }
 
-  runs(limit: number, experiment?: string): RunRow[] {
-    const raws = experiment ? this.#s.runListByExp.all(experiment, limit) : this.#s.runList.all(limit)
-    return (raws as RawRun[]).map(decodeRun)
+  /**
+   * Runs, newest first (by start, then insertion). `status`: open (pending, running) or finished
+   * (the others); `before`: only runs that come after this run id in that order (paging).
+   */
+  runs(limit: number, experiment?: string, filter: { status?: 'open' | 'finished'; before?: RunRow } = {}): RunRow[] {
+    if (filter.status === undefined && filter.before === undefined) {
+      const raws = experiment ? this.#s.runListByExp.all(experiment, limit) : this.#s.runList.all(limit)
+      return (raws as RawRun[]).map(decodeRun)
+    }
+    const where: string[] = []
+    if (experiment !== undefined) where.push('experiment = @experiment')
+    if (filter.status === 'open') where.push("status IN ('pending', 'running')")
+    if (filter.status === 'finished') where.push("status NOT IN ('pending', 'running')")
+    if (filter.before !== undefined) where.push('(started_at < @beforeAt OR (started_at = @beforeAt AND rowid < (SELECT rowid FROM runs WHERE id = @beforeId)))')
+    const sql = `SELECT * FROM runs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC, rowid DESC LIMIT @limit`
+    const params = { experiment, limit, beforeAt: filter.before?.startedAt, beforeId: filter.before?.id }
+    return (this.#cached(sql).all(params) as RawRun[]).map(decodeRun)
   }
 
   openRuns(experiment?: string): RunRow[] {
@@ -473,24 +509,59 @@ export class Store {
     return { id: Number(info.lastInsertRowid), at, type, agentId: refs.agentId ?? null, runId: refs.runId ?? null, message, data: refs.data ?? null }
   }
 
-  /** Events after `afterId` (oldest first), or the latest `limit` when afterId is undefined. */
-  events(afterId: number | undefined, limit: number): EventRow[] {
-    const raws = afterId === undefined ? this.#s.eventLatest.all(limit) : this.#s.eventList.all(afterId, limit)
-    return (raws as RawEvent[]).map((r) => ({
-      id: r.id,
-      at: r.at,
-      type: r.type,
-      agentId: r.agent_id,
-      runId: r.run_id,
-      message: r.message,
-      data: r.data === null ? null : JSON.parse(r.data),
-    }))
+  /**
+   * Events after `afterId` (oldest first), or the latest `limit` when afterId is undefined;
+   * only those of a run, of an agent, or whose type starts with `typePrefix` when given.
+   */
+  events(afterId: number | undefined, limit: number, filter: EventFilter = {}): EventRow[] {
+    let raws: unknown[]
+    if (filter.runId === undefined && filter.agentId === undefined && filter.typePrefix === undefined && filter.withoutTypePrefix === undefined) {
+      raws = afterId === undefined ? this.#s.eventLatest.all(limit) : this.#s.eventList.all(afterId, limit)
+    } else {
+      const where = ['id > @after']
+      if (filter.runId !== undefined) where.push('run_id = @runId')
+      if (filter.agentId !== undefined) where.push('agent_id = @agentId')
+      if (filter.typePrefix !== undefined) where.push('substr(type, 1, @prefixLength) = @typePrefix')
+      if (filter.withoutTypePrefix !== undefined) where.push('substr(type, 1, @withoutLength) <> @withoutTypePrefix')
+      const params = {
+        after: afterId ?? 0,
+        limit,
+        runId: filter.runId,
+        agentId: filter.agentId,
+        typePrefix: filter.typePrefix,
+        prefixLength: filter.typePrefix?.length ?? 0,
+        withoutTypePrefix: filter.withoutTypePrefix,
+        withoutLength: filter.withoutTypePrefix?.length ?? 0,
+      }
+      const select = `SELECT * FROM events WHERE ${where.join(' AND ')}`
+      const sql = afterId === undefined ? `SELECT * FROM (${select} ORDER BY id DESC LIMIT @limit) ORDER BY id` : `${select} ORDER BY id LIMIT @limit`
+      raws = this.#cached(sql).all(params)
+    }
+    return (raws as RawEvent[]).map(decodeEvent)
   }
 
-  insertToken(id: string, name: string, role: Role, secret: string, createdBy: string): TokenRow {
+  /** The largest event id and audit id so far (0 when none): where a live stream starts. */
+  lastIds(): { eventId: number; auditId: number } {
+    return { eventId: (this.#s.eventMaxId.get() as { id: number }).id, auditId: (this.#s.auditMaxId.get() as { id: number }).id }
+  }
+
+  readonly #statements = new Map<string, Database.Statement>()
+  /** Statements built from a fixed set of optional filters: prepared once per combination. */
+  #cached(sql: string): Database.Statement {
+    let statement = this.#statements.get(sql)
+    if (!statement) this.#statements.set(sql, (statement = this.db.prepare(sql)))
+    return statement
+  }
+
+  insertToken(id: string, name: string, role: Role, secret: string, createdBy: string, expiresAt: number | null = null): TokenRow {
     const createdAt = Date.now()
-    this.#s.tokenInsert.run(id, name, role, hashSecret(secret), createdAt, createdBy)
-    return { id, name, role, createdAt, createdBy, lastUsedAt: null }
+    this.#s.tokenInsert.run(id, name, role, hashSecret(secret), createdAt, createdBy, expiresAt)
+    return { id, name, role, createdAt, createdBy, lastUsedAt: null, expiresAt }
+  }
+
+  getToken(id: string): TokenRow | undefined {
+    const r = this.#s.tokenGet.get(id) as RawToken | undefined
+    return r && decodeToken(r)
   }
 
   /** The token whose secret hashes to this; lookups go by hash, so no secret is ever compared. */
@@ -511,17 +582,105 @@ export class Store {
     this.#s.tokenUsed.run(Date.now(), id)
   }
 
-  audit(entry: Omit<AuditRow, 'id' | 'at'>): void {
-    this.#s.auditInsert.run(Date.now(), entry.who, entry.role, entry.method, entry.route, entry.url, entry.status, entry.outcome, entry.source)
+  /** Writes an audit row; the server hands it on to live listeners (see ServerContext.audit). */
+  audit(entry: Omit<AuditRow, 'id' | 'at'>): AuditRow {
+    const at = Date.now()
+    const info = this.#s.auditInsert.run(at, entry.who, entry.role, entry.method, entry.route, entry.url, entry.status, entry.outcome, entry.source)
+    return { id: Number(info.lastInsertRowid), at, ...entry }
   }
 
-  auditLog(afterId: number, limit: number): AuditRow[] {
-    return this.#s.auditList.all(afterId, limit) as AuditRow[]
+  /**
+   * The audit log. Oldest first: rows after `after` (the newest `limit` of them when `after` is
+   * not given, as before); newest first (`order: 'desc'`): rows before `before` (default: the
+   * newest). Filters: `who` (substring), `outcome`, `method`.
+   */
+  auditLog(query: AuditQuery): AuditRow[] {
+    const where: string[] = []
+    if (query.who !== undefined) where.push('instr(who, @who) > 0')
+    if (query.outcome !== undefined) where.push('outcome = @outcome')
+    if (query.method !== undefined) where.push('method = @method')
+    let sql: string
+    if (query.order === 'desc') {
+      if (query.before !== undefined) where.push('id < @before')
+      sql = `SELECT * FROM audit ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`
+    } else {
+      where.push('id > @after')
+      sql = `SELECT * FROM (SELECT * FROM audit WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT @limit) ORDER BY id`
+    }
+    const params = { who: query.who, outcome: query.outcome, method: query.method, before: query.before, after: query.after ?? 0, limit: query.limit }
+    return this.#cached(sql).all(params) as AuditRow[]
+  }
+
+  /** Audit rows after `afterId`, oldest first (the event stream's backlog). */
+  auditAfter(afterId: number, limit: number): AuditRow[] {
+    return this.#s.auditAfter.all(afterId, limit) as AuditRow[]
+  }
+
+  // ---- counts (metrics) ---------------------------------------------------------------------
+
+  agentCount(): number {
+    return (this.#s.agentCount.get() as { n: number }).n
+  }
+
+  runCounts(): Map<string, number> {
+    return new Map((this.#s.runCounts.all() as { status: string; n: number }[]).map((r) => [r.status, r.n]))
+  }
+
+  recordCounts(): Map<string, number> {
+    return new Map((this.#s.recordCounts.all() as { status: string; n: number }[]).map((r) => [r.status, r.n]))
+  }
+
+  /** Every open record (sent or active) with its run's experiment and fault kind, by agent. */
+  openRecordsByAgent(): Map<string, OpenRecord[]> {
+    const byAgent = new Map<string, OpenRecord[]>()
+    for (const r of this.#s.recOpenWithRun.all() as RawOpenRecord[]) {
+      const list = byAgent.get(r.agent_id) ?? []
+      list.push({ runId: r.run_id, experiment: r.experiment, injectionId: r.injection_id, kind: String(r.kind ?? ''), target: r.target, status: r.status as 'sent' | 'active' })
+      byAgent.set(r.agent_id, list)
+    }
+    return byAgent
   }
 
   close(): void {
     if (this.db.open) this.db.close()
   }
+}
+
+export interface EventFilter {
+  runId?: string
+  agentId?: string
+  /** e.g. "record." */
+  typePrefix?: string
+  /** Leave out events whose type starts with this (e.g. "token." for those below admin). */
+  withoutTypePrefix?: string
+}
+
+export interface AuditQuery {
+  after?: number
+  before?: number
+  order?: 'asc' | 'desc'
+  limit: number
+  who?: string
+  outcome?: string
+  method?: string
+}
+
+export interface OpenRecord {
+  runId: string
+  experiment: string
+  injectionId: string
+  kind: string
+  target: string
+  status: 'sent' | 'active'
+}
+interface RawOpenRecord {
+  agent_id: string
+  run_id: string
+  injection_id: string
+  target: string
+  status: string
+  experiment: string
+  kind: string | null
 }
 
 export interface RemovedAgentRow {
@@ -598,6 +757,7 @@ interface RawToken {
   created_at: number
   created_by: string
   last_used_at: number | null
+  expires_at: number | null
 }
 
 function decodeAgent(r: RawAgent): AgentRow {
@@ -651,5 +811,9 @@ function decodeRecord(r: RawRecord): RecordRow {
 }
 
 function decodeToken(r: RawToken): TokenRow {
-  return { id: r.id, name: r.name, role: r.role, createdAt: r.created_at, createdBy: r.created_by, lastUsedAt: r.last_used_at }
+  return { id: r.id, name: r.name, role: r.role, createdAt: r.created_at, createdBy: r.created_by, lastUsedAt: r.last_used_at, expiresAt: r.expires_at ?? null }
+}
+
+function decodeEvent(r: RawEvent): EventRow {
+  return { id: r.id, at: r.at, type: r.type, agentId: r.agent_id, runId: r.run_id, message: r.message, data: r.data === null ? null : JSON.parse(r.data) }
 }

@@ -4,14 +4,15 @@
 //   agent/, server/  the two processes: protocol/, common/ and themselves, never each other
 //   cli/       protocol/, common/ and itself; it starts the agent and the server only through
 //              their process entries (agent/main.ts, server/main.ts)
+//   web/       the dashboard, bundled for the browser: protocol/ (its types, roles) and itself
 // and it has no cycle. Read from the files themselves, so a new import that breaks a rule
 // fails here with the file and the line.
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import t from 'tap'
 import { repoRoot } from './helpers.js'
 
-const layers = ['protocol', 'common', 'agent', 'server', 'cli'] as const
+const layers = ['protocol', 'common', 'agent', 'server', 'cli', 'web'] as const
 type Layer = (typeof layers)[number]
 
 const allowed: Record<Layer, readonly Layer[]> = {
@@ -20,6 +21,7 @@ const allowed: Record<Layer, readonly Layer[]> = {
   agent: ['protocol', 'common', 'agent'],
   server: ['protocol', 'common', 'server'],
   cli: ['protocol', 'common', 'cli'],
+  web: ['protocol', 'web'],
 }
 /** Process entries the CLI may start (dynamically imported by `faultline agent` / `faultline server`). */
 const entries = new Set(['agent/main.ts', 'server/main.ts'])
@@ -29,7 +31,7 @@ function sources(dir: string): string[] {
   for (const name of readdirSync(dir)) {
     const path = join(dir, name)
     if (statSync(path).isDirectory()) out.push(...sources(path))
-    else if (name.endsWith('.ts') && !name.endsWith('.d.ts')) out.push(path)
+    else if ((name.endsWith('.ts') || name.endsWith('.tsx')) && !name.endsWith('.d.ts')) out.push(path)
   }
   return out
 }
@@ -48,7 +50,9 @@ function edgesOf(file: string): Edge[] {
   for (const m of text.matchAll(importRe)) {
     const spec = m[1] ?? m[2]!
     if (!spec.startsWith('.')) continue
-    const target = resolve(dirname(file), spec.replace(/\.js$/, '.ts'))
+    // "./x.js" is x.ts, or x.tsx in web/
+    const ts = resolve(dirname(file), spec.replace(/\.js$/, '.ts'))
+    const target = spec.endsWith('.js') && !existsSync(ts) && existsSync(`${ts}x`) ? `${ts}x` : ts
     const line = text.slice(0, m.index).split('\n').length + (m[0].startsWith('\n') ? 1 : 0)
     edges.push({ from: relative(repoRoot, file), to: relative(repoRoot, target), line })
   }

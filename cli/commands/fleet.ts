@@ -551,14 +551,16 @@ export function tokensCommand(): Command {
     .description('create an API token (admin); its secret is printed once')
     .requiredOption('--name <name>', 'who or what uses it (appears in the audit log)')
     .addOption(new Option('--role <role>', 'what it may do').choices([...roles]).makeOptionMandatory())
-    .addHelpText('after', '\nExample:\n  faultline tokens create --name ci --role operator > ci-token && chmod 600 ci-token')
+    .option('--expires-in <duration>', 'the token stops working after this long, e.g. 8h (at most 8760h, a year); default: never')
+    .addHelpText('after', '\nExamples:\n  faultline tokens create --name ci --role operator > ci-token && chmod 600 ci-token\n  faultline tokens create --name alice --role viewer --expires-in 8h')
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (client) => {
-        const o = cmd.opts<{ name: string; role: string }>()
-        const { body } = await client.call<NewApiToken>('POST', '/v1/tokens', { name: o.name, role: o.role })
+        const o = cmd.opts<{ name: string; role: string; expiresIn?: string }>()
+        const { body } = await client.call<NewApiToken>('POST', '/v1/tokens', { name: o.name, role: o.role, ...(o.expiresIn !== undefined ? { expiresIn: o.expiresIn } : {}) })
         if (wantsJson(cmd)) return printJson(body)
         console.log(body.token)
-        process.stderr.write(dim(`token ${body.id} (${body.name}, ${body.role}) created; this is the only time its secret is shown\n`))
+        const until = body.expiresAt ? `, expires ${body.expiresAt}` : ''
+        process.stderr.write(dim(`token ${body.id} (${body.name}, ${body.role}${until}) created; this is the only time its secret is shown\n`))
       }),
     )
   const ls = withServerOptions(new Command('ls'))
@@ -567,8 +569,10 @@ export function tokensCommand(): Command {
       withServer(cmd, async (client) => {
         const { body } = await client.call<{ tokens: ApiTokenView[] }>('GET', '/v1/tokens')
         if (wantsJson(cmd)) return printJson(body)
-        const rows = [['ID', 'NAME', 'ROLE', 'CREATED', 'BY', 'LAST USED'].map(bold)]
-        for (const t of body.tokens) rows.push([t.id, t.name, t.role, relative(t.createdAt), t.createdBy, t.lastUsedAt ? relative(t.lastUsedAt) : dim('never')])
+        const rows = [['ID', 'NAME', 'ROLE', 'CREATED', 'BY', 'LAST USED', 'EXPIRES'].map(bold)]
+        for (const t of body.tokens) {
+          rows.push([t.id, t.name, t.role, relative(t.createdAt), t.createdBy, t.lastUsedAt ? relative(t.lastUsedAt) : dim('never'), t.expiresAt ? relative(t.expiresAt) : dim('never')])
+        }
         console.log(table(rows))
       }),
     )

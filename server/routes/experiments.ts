@@ -5,10 +5,14 @@ import { ExperimentSchema, type Experiment } from '../../protocol/experiment.js'
 import { checkRequest } from '../../protocol/explain.js'
 import type { ServerContext } from '../context.js'
 import { checkExperiment } from '../experiment-checks.js'
-import { ExperimentPlanSchema, ExperimentViewSchema, type ExperimentView } from '../../protocol/views.js'
+import { checkExperimentYaml, type CompiledValidator } from '../experiment-yaml.js'
+import { ExperimentCheckSchema, ExperimentPlanSchema, ExperimentViewSchema, type ExperimentView } from '../../protocol/views.js'
 import type { ExperimentRow } from '../store.js'
 
 const NameParams = Type.Object({ name: Type.String({ maxLength: 63 }) })
+
+/** The largest experiment POST /v1/experiments/check reads. */
+const MAX_CHECK_BYTES = 64 * 1024
 
 export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = async (app, { ctx }) => {
   const { store, runs, scheduler } = ctx
@@ -56,6 +60,29 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }>
       ctx.event('experiment.applied', `experiment ${spec.name} ${created ? 'created' : 'replaced'} by ${req.who}`, { data: { name: spec.name } })
       reply.status(created ? 201 : 200)
       return { ...view(store.getExperiment(spec.name)!), ...(warnings.length > 0 ? { warnings } : {}) }
+    },
+  )
+
+  app.post(
+    '/v1/experiments/check',
+    {
+      config: { role: 'operator', audit: false },
+      schema: {
+        summary: 'Check an experiment written in YAML, with the position of every problem; stores nothing',
+        description:
+          'As POST /v1/experiments checks it (field explanations, the schema, the checks made at apply), without storing it or asking an agent. ' +
+          'Answers 200 { valid: true, experiment, warnings } or 200 { valid: false, issues: [{ path, message, line, column, endLine, endColumn }] } ' +
+          '(1-based, of the YAML node the issue is about: the key of an unknown field, the nearest existing parent of a missing one). ' +
+          'Not written to the audit log.',
+        body: Type.Object({ yaml: Type.String({ maxLength: MAX_CHECK_BYTES, description: 'The experiment, as YAML (or JSON, which is YAML too); at most 64 KiB' }) }, { additionalProperties: false }),
+        response: { 200: ExperimentCheckSchema, ...errors },
+      },
+    },
+    async (req) => {
+      if (Buffer.byteLength(req.body.yaml) > MAX_CHECK_BYTES) throw new FaultlineError('FAULTLINE_ERR_PAYLOAD_TOO_LARGE', `the experiment is larger than ${MAX_CHECK_BYTES / 1024} KiB`)
+      // The validator Fastify compiles for the body of POST /v1/experiments: the same Ajv and options (defaults applied).
+      const validate = req.compileValidationSchema(ExperimentSchema, 'body') as CompiledValidator
+      return checkExperimentYaml(req.body.yaml, validate, store.agents())
     },
   )
 

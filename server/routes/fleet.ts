@@ -29,28 +29,36 @@ export const fleetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
     },
   )
 
-  app.get('/v1/agents', { schema: { summary: 'Known agents: labels, connected, last seen, capabilities', response: { 200: Type.Object({ agents: Type.Array(AgentViewSchema) }), ...errors } } }, async () => ({
-    agents: store.agents().map((a) => {
-      const conn = hub.connection(a.id)
-      const caps = a.capabilities as { kinds?: Record<string, { available: boolean }> } | null
+  app.get(
+    '/v1/agents',
+    { schema: { summary: 'Known agents: labels, connected, last seen, capabilities, open injections', response: { 200: Type.Object({ agents: Type.Array(AgentViewSchema) }), ...errors } } },
+    async () => {
+      const open = store.openRecordsByAgent()
       return {
-        id: a.id,
-        hostname: a.hostname,
-        labels: a.labels,
-        version: a.version,
-        connected: hub.isReady(a.id),
-        ...(conn ? { connectedAt: new Date(conn.connectedAt).toISOString(), address: conn.address } : {}),
-        ...(a.lastSeen ? { lastSeen: new Date(a.lastSeen).toISOString() } : {}),
-        enrolledAt: new Date(a.enrolledAt).toISOString(),
-        kinds: Object.entries(caps?.kinds ?? {})
-          .filter(([, k]) => k.available)
-          .map(([name]) => name),
-        targets: a.targets.length,
-        open: hub.openOf(a.id).length,
-        invalidMessages: conn?.violations ?? 0,
+        agents: store.agents().map((a) => {
+          const conn = hub.connection(a.id)
+          const caps = a.capabilities as { kinds?: Record<string, { available: boolean; reason?: string }> } | null
+          const kinds = Object.entries(caps?.kinds ?? {})
+          return {
+            id: a.id,
+            hostname: a.hostname,
+            labels: a.labels,
+            version: a.version,
+            connected: hub.isReady(a.id),
+            ...(conn ? { connectedAt: new Date(conn.connectedAt).toISOString(), address: conn.address } : {}),
+            ...(a.lastSeen ? { lastSeen: new Date(a.lastSeen).toISOString() } : {}),
+            enrolledAt: new Date(a.enrolledAt).toISOString(),
+            kinds: kinds.filter(([, k]) => k.available).map(([name]) => name),
+            unavailable: Object.fromEntries(kinds.filter(([, k]) => !k.available).map(([name, k]) => [name, k.reason ?? 'not available on this host'])),
+            targets: a.targets.length,
+            open: hub.openOf(a.id).length,
+            invalidMessages: conn?.violations ?? 0,
+            injections: open.get(a.id) ?? [],
+          }
+        }),
       }
-    }),
-  }))
+    },
+  )
 
   app.delete(
     '/v1/agents/:id',
@@ -114,6 +122,13 @@ export const fleetRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }> = as
         response: { 200: HaltResultSchema, ...errors },
       },
     },
-    async (req) => runs.halt(req.who),
+    async (req) => {
+      const stop = ctx.metrics.haltSeconds.startTimer()
+      try {
+        return await runs.halt(req.who)
+      } finally {
+        stop()
+      }
+    },
   )
 }
