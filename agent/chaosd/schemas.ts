@@ -117,7 +117,7 @@ export const diskActions = {
   fill: action('fill', {
     ...diskFields,
     percent: text(8, 'Percent of the filesystem size to allocate'),
-    'fill-by-fallocate': Type.Optional(Type.Boolean({ description: 'Accepted either way: the agent always allocates with fallocate (dd where it is unsupported)' })),
+    'fill-by-fallocate': Type.Optional(Type.Boolean({ description: 'Accepted either way: the agent always allocates the blocks with fallocate (writing them where the file system cannot)' })),
     fallocate: Type.Optional(Type.Boolean({ description: "chaosd's own name for fill-by-fallocate" })),
   }),
   'write-payload': action('write-payload', { ...diskFields, 'payload-process-num': Type.Optional(Type.Integer({ minimum: 0, maximum: 64 })) }),

@@ -1,9 +1,12 @@
 // chaosd network attacks as Chaos Mesh sends them, on the real kernel. Network attacks act on
 // the agent's own network namespace; here the chaosd API is pointed at a namespace of the test
-// (networkTarget), so traffic stays in 10.200.x.x namespaces the test creates. Needs root.
+// (networkTarget), or a real agent process runs inside one (the host-target path), so traffic
+// stays in 10.200.x.x namespaces the test creates. Needs root.
+import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
+import { readdirSync, readlinkSync, statSync } from 'node:fs'
 import t from 'tap'
-import type { TestLike } from '../helpers.js'
+import { startAgentProcess, tmpDir, waitFor, type TestLike } from '../helpers.js'
 import { background, netSnapshot, netnsPair, tool, type TestNs } from '../net.js'
 import { chaosdError, chaosdPair } from './chaosd.js'
 
@@ -95,4 +98,100 @@ t.test('bandwidth (a superset of chaosd): tc rate in bytes/s becomes bits/s; DEL
   t.equal((await c.recover(uid)).status, 200)
   t.same(netSnapshot(a), before)
   void b
+})
+
+t.test('dns: dns-domain-name answers dns-ip, other names go to dns-server; DELETE leaves nothing', opts, async (t) => {
+  const { a, b } = netnsPair(t, 65)
+  const c = await chaosdPair(t, { networkTarget: { type: 'netns', name: a.name } })
+  // The upstream: tool.mjs's dns-server in B; lookups from A to B's address only.
+  await background(t, b, 'dns-server', 53, JSON.stringify({ 'api.example.com': '10.200.77.1', 'other.test': '10.200.77.3' }))
+  t.match(await tool(a, 'resolve', 'api.example.com', b.ip), { addresses: ['10.200.77.1'] }, "the upstream's answer before")
+  const before = netSnapshot(a)
+  const uid = randomUUID()
+  // As Chaos Mesh sends spec["network-dns"]
+  const res = await c.attack('network', { uid, action: 'dns', 'dns-server': b.ip, 'dns-ip': '10.200.77.7', 'dns-domain-name': 'api.example.com' })
+  t.equal(res.status, 200, JSON.stringify(res.body))
+  const [inj] = await c.injections()
+  t.match(inj, { kind: 'network-dns', status: 'active', fault: { mode: 'override', records: { 'api.example.com': '10.200.77.7' }, upstream: b.ip } })
+  const table = (inj!.plan as unknown as { table: string }).table
+  const during = await tool<{ addresses?: string[]; ms: number }>(a, 'resolve', 'api.example.com', b.ip)
+  const other = await tool<{ addresses?: string[]; ms: number }>(a, 'resolve', 'other.test', b.ip)
+  t.comment(`chaosd dns: api.example.com -> ${JSON.stringify(during.addresses)} in ${during.ms.toFixed(1)} ms, other.test -> ${JSON.stringify(other.addresses)} in ${other.ms.toFixed(1)} ms`)
+  t.same(during.addresses, ['10.200.77.7'], 'the name answers with dns-ip')
+  t.same(other.addresses, ['10.200.77.3'], 'other names are forwarded to dns-server')
+  t.match(netSnapshot(a).nft, `table inet ${table}`, 'the redirect table while active')
+  t.equal((await c.recover(uid)).status, 200)
+  t.match(await tool(a, 'resolve', 'api.example.com', b.ip), { addresses: ['10.200.77.1'] }, "the upstream's answer again")
+  t.same(netSnapshot(a), before, 'nft table gone; nothing else left in the namespace')
+  t.equal((await c.recover(uid)).status, 404)
+  const bad = await c.attack('network', { uid: randomUUID(), action: 'dns', 'dns-ip': 'ten', 'dns-domain-name': 'api.example.com' })
+  t.equal(bad.status, 400)
+  t.match(bad.body, { ...chaosdError('error.api.invalid_request'), message: /dns-ip "ten" is not an IP address/ })
+})
+
+/** An HTTP request from inside ns (a fresh node): status, parsed body and the request's own time. */
+function fetchFrom(ns: TestNs, method: string, url: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown>; ms: number }> {
+  const script = `const t0 = performance.now(); const [m, u, b] = process.argv.slice(1);
+fetch(u, { method: m, ...(b ? { body: b, headers: { 'content-type': 'application/json' } } : {}), signal: AbortSignal.timeout(5000) })
+  .then(async (r) => console.log(JSON.stringify({ status: r.status, body: JSON.parse((await r.text()) || '{}'), ms: performance.now() - t0 })))
+  .catch((e) => console.log(JSON.stringify({ status: 0, body: { error: String(e) }, ms: performance.now() - t0 })))`
+  return new Promise((resolve, reject) => {
+    const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, '-e', script, method, url, ...(body === undefined ? [] : [JSON.stringify(body)])], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+    child.on('close', () => {
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as { status: number; body: Record<string, unknown>; ms: number })
+      } catch (err) {
+        reject(err as Error)
+      }
+    })
+  })
+}
+
+/** Processes whose network namespace is the one at path (helpers an injection left would show here). */
+function processesIn(nsPath: string): number[] {
+  const inode = statSync(nsPath).ino
+  return readdirSync('/proc')
+    .filter((n) => /^[0-9]+$/.test(n))
+    .filter((n) => {
+      try {
+        return readlinkSync(`/proc/${n}/ns/net`) === `net:[${inode}]`
+      } catch {
+        return false
+      }
+    })
+    .map(Number)
+}
+
+t.test("delay on the host-target path: an agent inside namespace A, driven from B as Chaos Mesh would, delays A's own traffic; its chaosd port is spared; DELETE leaves nothing", opts, async (t) => {
+  const { a, b } = netnsPair(t, 66)
+  // The agent's "host" is its own network namespace: here A, a namespace of the test.
+  const agent = await startAgentProcess(t, tmpDir(t), { netnsPath: a.path, args: ['--chaosd-listen', `${a.ip}:31767`] })
+  await waitFor('the chaosd listener', () => agent.logs.some((l) => l.msg === 'chaosd-compatible API ready'), 30_000)
+  const chaosd = `http://${a.ip}:31767`
+  await background(t, b, 'tcp-listen', 9000)
+  const base = await tool<{ ok: boolean; ms: number }>(a, 'tcp-connect', b.ip, 9000, 2000)
+  const before = netSnapshot(a)
+  const own = processesIn(a.path)
+  const uid = randomUUID()
+  const res = await fetchFrom(b, 'POST', `${chaosd}/api/attack/network`, { uid, action: 'delay', device: a.dev, latency: '200ms', jitter: '0ms', correlation: '0', 'ip-address': b.ip })
+  t.same({ status: res.status, body: res.body }, { status: 200, body: { status: 200, message: 'attack successfully', uid } }, JSON.stringify(res.body))
+  const list = await fetchFrom(b, 'GET', `${chaosd}/api/experiments/`)
+  t.match(list.body, [{ uid, status: 'success', kind: 'network', action: 'delay' }])
+  const slow = await tool<{ ok: boolean; ms: number }>(a, 'tcp-connect', b.ip, 9000, 3000)
+  const api = await fetchFrom(b, 'GET', `${chaosd}/api/system/health`)
+  t.comment(`host path: connect A -> B before ${base.ms.toFixed(1)} ms, during a 200ms delay ${slow.ms.toFixed(1)} ms; a chaosd request from B meanwhile ${api.ms.toFixed(1)} ms`)
+  t.ok(slow.ok && slow.ms >= 190, 'the SYN waited about 200 ms')
+  t.equal(api.status, 200, 'the chaosd port still answers')
+  t.ok(api.ms < 190, 'not delayed: the chaosd port is a control channel')
+  const del = await fetchFrom(b, 'DELETE', `${chaosd}/api/attack/${uid}`)
+  t.same({ status: del.status, body: del.body }, { status: 200, body: { status: 200, message: 'attack recover successfully', uid } })
+  const after = await tool<{ ok: boolean; ms: number }>(a, 'tcp-connect', b.ip, 9000, 2000)
+  t.ok(after.ok && after.ms < 100, `connect after DELETE ${after.ms.toFixed(1)} ms`)
+  t.same(netSnapshot(a), before, 'nothing left in the namespace')
+  t.same(processesIn(a.path).sort(), own.sort(), 'no helper left in the namespace (only the agent)')
+  t.equal((await fetchFrom(b, 'DELETE', `${chaosd}/api/attack/${uid}`)).status, 404)
+  agent.child.kill('SIGTERM')
+  await agent.exited
 })
