@@ -30,6 +30,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, rmdirSync, symlinkSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { tmpdir } from 'node:os'
 import { TEST_IMAGE, removeContainer, runtimeCli, runtimeUnavailable } from '../containers.js'
 import { repoRoot, tmpDir, type TestLike } from '../helpers.js'
 import { netnsPair } from '../net.js'
@@ -232,11 +233,16 @@ export async function runPage(t: TestLike, blocks: DocBlock[], opts: { docker: b
     script.push(block.mode === 'instead' ? block.note : substitute(block.code))
     script.push(`printf '\\n::ok ${i}\\n'`)
   })
-  script.push('set +e', 'faultline --stop', 'printf "\\n::done\\n"')
+  // The fake daemons go with the page, before the lock below is released.
+  script.push('set +e', 'faultline --stop', `kill -KILL $(cat ${fakes}/*.pid) 2>/dev/null`, 'printf "\\n::done\\n"')
   const scriptFile = join(sandbox, 'page.sh')
   writeFileSync(scriptFile, script.join('\n') + '\n')
 
-  const child = spawn('nsenter', [`--net=${host.path}`, '--', 'unshare', '--mount', '--propagation', 'private', '--', 'bash', scriptFile], {
+  // One page at a time on the machine, across test files: the pages share its PID namespace, and
+  // a selector such as "process named postgres" or "cmdline ^/usr/bin/redis-server" would match
+  // the fakes of a page running next to it (FAULTLINE_ERR_TOO_MANY_TARGETS).
+  const lock = join(tmpdir(), 'faultline-doc-pages.lock')
+  const child = spawn('flock', [lock, 'nsenter', `--net=${host.path}`, '--', 'unshare', '--mount', '--propagation', 'private', '--', 'bash', scriptFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
     env: { ...process.env, FAULTLINE_DEBUG: '1' },
