@@ -1,13 +1,17 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { cpus, release } from 'node:os'
 import { dirname, join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
+import WebSocket from 'ws'
+import { LINK_PROTOCOL_VERSION } from '../protocol/link.js'
 
 /**
  * What the benchmarks in bench/ share: statistics, the built agent as a child process, an HTTP
- * client for it, cleanup that also runs on Ctrl-C, and the table formatting.
+ * client for it, cleanup that also runs on Ctrl-C, the built server with simulated agents, and
+ * the table formatting.
  */
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -324,3 +328,187 @@ export function table(header: string[], rows: string[][]): string {
 
 /** Microseconds, as µs below 1 ms and as ms above. */
 export const us = (x: number) => (x >= 1000 ? `${(x / 1000).toFixed(2)} ms` : `${x.toFixed(1)} µs`)
+
+// ---- a server and simulated agents ---------------------------------------------------------
+
+export const SIM_ENROL_TOKEN = 'bench-enrol-token-0123456789abcdef'
+export const SIM_ADMIN_TOKEN = 'bench-admin-token-0123456789abcdef'
+
+/** What a simulated agent reports in hello: by default one kind (process-stop), available. */
+export function simCapabilities(kinds: Record<string, { available: boolean; reason?: string }> = { 'process-stop': { available: true } }) {
+  return {
+    probedAt: new Date().toISOString(),
+    probeMs: 1,
+    host: { hostname: 'sim', platform: 'linux', distro: 'sim', release: '0', kernel: '0', arch: 'x64', cpuModel: 'sim', cpuCores: 1, memTotalBytes: 1, agentPid: 1, agentVersion: '0.0.0', nodeVersion: process.version },
+    features: {},
+    kinds: Object.fromEntries(Object.entries(kinds).map(([kind, k]) => [kind, { ...k, requires: ['signals'], targets: ['process'], recoverable: true }])),
+  }
+}
+
+function simInjection(id: string, status: string) {
+  const now = new Date().toISOString()
+  return {
+    id,
+    requestId: id,
+    kind: 'process-stop',
+    status,
+    fault: { kind: 'process-stop' },
+    target: { type: 'process', name: 'sleep' },
+    resolved: { type: 'process', pid: 4242, startTime: 1, comm: 'sleep', cmdline: 'sleep 600', state: 'S' },
+    plan: { steps: [] },
+    duration: '10m',
+    durationMs: 600_000,
+    recoverable: true,
+    createdAt: now,
+    expiresAt: now,
+    updatedAt: now,
+    notes: [],
+  }
+}
+
+export interface SimAgentOptions {
+  /** Default { bench: 'sim' }. */
+  labels?: Record<string, string>
+  /** Default simCapabilities(). */
+  capabilities?: ReturnType<typeof simCapabilities>
+}
+
+/**
+ * One simulated agent: a WebSocket client in this process that speaks the link protocol like
+ * agent/link. It enrols, says hello and sends heartbeats; on `inject` it answers with an active
+ * injection at once, on `halt` or `recover` it reports the injection recovered and acknowledges.
+ * No fault is applied anywhere.
+ */
+export class SimAgent {
+  readonly ws: WebSocket
+  readonly open = new Map<string, ReturnType<typeof simInjection>>()
+  ready: Promise<void>
+  /** performance.now() of the last inject answered and of the last halt acknowledged. */
+  activeAt = 0
+  haltAt = 0
+  #heartbeat: NodeJS.Timeout | undefined
+
+  constructor(url: string, name: string, opts: SimAgentOptions = {}) {
+    const labels = opts.labels ?? { bench: 'sim' }
+    const capabilities = opts.capabilities ?? simCapabilities()
+    this.ws = new WebSocket(url, { headers: { authorization: `Bearer ${SIM_ENROL_TOKEN}`, 'x-faultline-agent-name': name }, perMessageDeflate: false })
+    const send = (m: unknown) => this.ws.send(JSON.stringify(m))
+    this.ready = new Promise((resolve, reject) => {
+      this.ws.once('error', reject)
+      this.ws.on('message', (data: Buffer) => {
+        const m = JSON.parse(data.toString()) as { type: string; agentId?: string; heartbeatMs?: number; requestId?: string; runId?: string }
+        if (m.type === 'welcome') {
+          send({ v: LINK_PROTOCOL_VERSION, type: 'hello', agentId: m.agentId, version: '0.0.0-sim', hostname: name, labels, capabilities, targets: [], open: [] })
+          send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() })
+          this.#heartbeat = setInterval(() => send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() }), m.heartbeatMs)
+          resolve()
+        } else if (m.type === 'inject') {
+          const inj = simInjection(m.requestId!, 'active')
+          this.open.set(inj.id, inj)
+          send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: inj, reason: 'apply', runId: m.runId })
+          send({ v: LINK_PROTOCOL_VERSION, type: 'inject-result', requestId: m.requestId, injections: [inj] })
+          this.activeAt = performance.now()
+        } else if (m.type === 'halt' || m.type === 'recover') {
+          for (const inj of this.open.values()) send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: { ...inj, status: 'recovered' }, reason: m.type === 'halt' ? 'halt' : 'abort' })
+          this.open.clear()
+          send({ v: LINK_PROTOCOL_VERSION, type: 'ack', requestId: m.requestId })
+          this.haltAt = performance.now()
+        }
+      })
+    })
+  }
+
+  close(): void {
+    clearInterval(this.#heartbeat)
+    this.ws.terminate()
+  }
+}
+
+export interface BenchServer extends Started {
+  /** http://127.0.0.1:PORT */
+  base: string
+  /** One API call with the admin token; throws on a status of 300 or more; resolves with the parsed body. */
+  api<T>(method: string, path: string, body?: unknown): Promise<T>
+  /** SIGTERM, and resolves once the server exited. */
+  stop(): Promise<void>
+}
+
+/**
+ * The built server (`faultline server`) in its own process on a free loopback port, with a fresh
+ * state dir under `dir` and the bench's enrolment and admin tokens; killed by `cleanup` if still
+ * running. Resolves once it logs "faultline server ready".
+ */
+export async function startServer(dir: string, stateName: string, cleanup: Cleanup, opts: { leaseMs?: number } = {}): Promise<BenchServer> {
+  writeFileSync(join(dir, 'enrol'), SIM_ENROL_TOKEN, { mode: 0o600 })
+  writeFileSync(join(dir, 'admin'), SIM_ADMIN_TOKEN, { mode: 0o600 })
+  const child = spawn(
+    process.execPath,
+    [cliEntry, 'server', '--listen', '127.0.0.1:0', '--state-dir', join(dir, stateName), '--lease', `${(opts.leaseMs ?? 30_000) / 1000}s`, '--enrol-token-file', join(dir, 'enrol'), '--admin-token-file', join(dir, 'admin'), '--log-level', 'info'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+  const server = track(child, 'faultline server')
+  cleanup.add('server', async () => {
+    if (running(server)) child.kill('SIGKILL')
+    await server.exited
+  })
+  const base = await serverUrl(child)
+  return {
+    ...server,
+    base,
+    async api<T>(method: string, path: string, body?: unknown): Promise<T> {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${SIM_ADMIN_TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      })
+      const text = await res.text()
+      if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`)
+      return JSON.parse(text) as T
+    },
+    async stop() {
+      if (running(server)) child.kill('SIGTERM')
+      await server.exited
+    },
+  }
+}
+
+/** The URL the server logs once it listens ("faultline server ready"). */
+function serverUrl(child: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffered = ''
+    const timer = setTimeout(() => reject(new Error('the server was not ready within 60 s')), 60_000)
+    child.once('exit', (code) => reject(new Error(`the server exited (${code}) before it was ready`)))
+    // Keep reading stdout for the whole run: the server logs every request, and a full pipe
+    // would block it.
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered = (buffered + chunk.toString()).slice(-65_536)
+      const m = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"faultline server ready"/.exec(buffered)
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1]!)
+      }
+    })
+  })
+}
+
+/**
+ * n simulated agents named `${prefix}-${i}` connected to the server (closed by `cleanup`), and
+ * resolves once /healthz counts n agents. They enrol in batches of 50, as a fleet coming up over
+ * some seconds would, not 1000 at once. `optsOf(i)` gives each its labels and capabilities.
+ */
+export async function connectSimAgents(server: BenchServer, n: number, cleanup: Cleanup, optsOf: (i: number) => SimAgentOptions = () => ({}), prefix = 'sim'): Promise<SimAgent[]> {
+  const agents: SimAgent[] = []
+  cleanup.add('simulated agents', () => agents.forEach((a) => a.close()))
+  const url = `${server.base.replace(/^http/, 'ws')}/v1/agents/connect`
+  for (let i = 0; i < n; i += 50) {
+    const batch = Array.from({ length: Math.min(50, n - i) }, (_, j) => new SimAgent(url, `${prefix}-${i + j}`, optsOf(i + j)))
+    agents.push(...batch)
+    await Promise.all(batch.map((a) => a.ready))
+  }
+  for (;;) {
+    const health = await server.api<{ agents: number }>('GET', '/healthz')
+    if (health.agents === n) break
+    await sleep(50)
+  }
+  return agents
+}

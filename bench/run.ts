@@ -1,24 +1,27 @@
 import { parseArgs } from 'node:util'
 import { formatChaosdResult, runChaosdBench, type ChaosdBenchResult } from './chaosd.js'
+import { formatDashboardResult, runDashboardBench, type DashboardBenchResult } from './dashboard.js'
 import { formatDiscoveryResult, runDiscoveryBench, type DiscoveryBenchResult } from './discovery.js'
 import { formatInjectResult, runInjectBench, type InjectBenchResult } from './inject.js'
+import { formatIofaultResult, runIofaultBench, type IofaultBenchResult } from './iofault.js'
 import { formatNetworkResult, runNetworkBench, type NetworkBenchResult } from './network.js'
 import { formatServerResult, runServerBench, type ServerBenchResult } from './server.js'
 import { formatStressResult, runStressBench, type StressBenchResult } from './stress.js'
 import { formatTimeskewResult, runTimeskewBench, type TimeskewBenchResult } from './timeskew.js'
 
 /**
- * `npm run bench [-- --only inject|network|discovery|stress|timeskew|server|chaosd] [-- --rounds N] [-- --warmup N] [-- --json]`:
+ * `npm run bench [-- --only inject|network|discovery|stress|timeskew|iofault|server|chaosd|dashboard] [-- --rounds N] [-- --warmup N] [-- --json]`:
  * runs every benchmark in bench/ (or the one named by --only) and prints a table per benchmark,
  * or one JSON object keyed by benchmark with --json. --rounds and --warmup override each
  * benchmark's defaults (inject: 200 and 20; network: 40 and 5 per level; discovery: 30 and 3;
- * stress: 3 rounds per level and method, no warm-up; timeskew: 200 and 20; server: 5 and 1 per
- * fleet size, 100 and 1000 simulated agents; chaosd: 200 and 20).
+ * stress: 3 rounds per level and method, no warm-up; timeskew: 200 and 20; iofault: 30 and 3 inject/recover pairs; server: 5 and 1 per
+ * fleet size, 100 and 1000 simulated agents; chaosd: 200 and 20; dashboard: 10 and 1 page loads
+ * of each side, 1000 simulated agents).
  * Progress goes to stderr. Needs root: the benchmarks stop and resume real processes, create a
  * network namespace and run containers (discovery: start the runtimes first with
- * scripts/test-runtimes.sh start).
+ * scripts/test-runtimes.sh start; dashboard: Chromium at /usr/bin/chromium).
  */
-const benchmarks = ['inject', 'network', 'discovery', 'stress', 'timeskew', 'server', 'chaosd'] as const
+const benchmarks = ['inject', 'network', 'discovery', 'stress', 'timeskew', 'iofault', 'server', 'chaosd', 'dashboard'] as const
 type Benchmark = (typeof benchmarks)[number]
 
 function usage(message: string): never {
@@ -56,7 +59,7 @@ if (values.only !== undefined && !(benchmarks as readonly string[]).includes(val
 const selected: readonly Benchmark[] = values.only === undefined ? benchmarks : [values.only as Benchmark]
 
 const opts = { ...(rounds !== undefined ? { rounds } : {}), ...(warmupRounds !== undefined ? { warmupRounds } : {}) }
-const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult; server?: ServerBenchResult; chaosd?: ChaosdBenchResult } = {}
+const results: { inject?: InjectBenchResult; network?: NetworkBenchResult; discovery?: DiscoveryBenchResult; stress?: StressBenchResult; timeskew?: TimeskewBenchResult; iofault?: IofaultBenchResult; server?: ServerBenchResult; chaosd?: ChaosdBenchResult; dashboard?: DashboardBenchResult } = {}
 const tables: string[] = []
 const runners: Record<Benchmark, () => Promise<string>> = {
   inject: async () => formatInjectResult((results.inject = await runInjectBench(opts))),
@@ -64,8 +67,10 @@ const runners: Record<Benchmark, () => Promise<string>> = {
   discovery: async () => formatDiscoveryResult((results.discovery = await runDiscoveryBench(opts))),
   stress: async () => formatStressResult((results.stress = await runStressBench(opts))),
   timeskew: async () => formatTimeskewResult((results.timeskew = await runTimeskewBench(opts))),
+  iofault: async () => formatIofaultResult((results.iofault = await runIofaultBench(opts))),
   server: async () => formatServerResult((results.server = await runServerBench(opts))),
   chaosd: async () => formatChaosdResult((results.chaosd = await runChaosdBench(opts))),
+  dashboard: async () => formatDashboardResult((results.dashboard = await runDashboardBench(opts))),
 }
 for (const name of selected) tables.push(await runners[name]())
 

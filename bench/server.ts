@@ -1,18 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
-import { LINK_PROTOCOL_VERSION } from '../protocol/link.js'
-import { cliEntry, formatMachine, machineInfo, ratio, repoRoot, running, sleep, stderrProgress, table, track, withCleanup, type Cleanup, type MachineInfo } from './lib.js'
+import { connectSimAgents, formatMachine, machineInfo, ratio, repoRoot, running, sleep, startServer, stderrProgress, table, track, withCleanup, type Cleanup, type MachineInfo } from './lib.js'
 
 /**
  * The server with many simulated agents (DESIGN.md section 7): N light WebSocket clients in this
- * process speak the link protocol to the built server (`faultline server`, its own process, on
- * loopback). Each client enrols, says hello and sends heartbeats like an agent; on `inject` it
- * answers with an active injection at once, on `halt` it reports the injection recovered and
- * acknowledges. No fault is applied: the figures are the server's and the link's share of a
+ * process (SimAgent in lib.ts) speak the link protocol to the built server (`faultline server`,
+ * its own process, on loopback). Each client enrols, says hello and sends heartbeats like an
+ * agent; on `inject` it answers with an active injection at once, on `halt` it reports the
+ * injection recovered and acknowledges. No fault is applied: the figures are the server's and the link's share of a
  * fleet-wide run start and of a halt-all, not the cost of a fault on a host.
  *
  * Per round: POST /v1/experiments/NAME/runs (mode all), then POST /v1/halt.
@@ -59,81 +58,6 @@ export interface ServerBenchResult {
   levels: ServerBenchLevel[]
 }
 
-const ENROL = 'bench-enrol-token-0123456789abcdef'
-const ADMIN = 'bench-admin-token-0123456789abcdef'
-
-const capabilities = {
-  probedAt: new Date().toISOString(),
-  probeMs: 1,
-  host: { hostname: 'sim', platform: 'linux', distro: 'sim', release: '0', kernel: '0', arch: 'x64', cpuModel: 'sim', cpuCores: 1, memTotalBytes: 1, agentPid: 1, agentVersion: '0.0.0', nodeVersion: process.version },
-  features: {},
-  kinds: { 'process-stop': { available: true, requires: ['signals'], targets: ['process'], recoverable: true } },
-}
-
-function injection(id: string, status: string) {
-  const now = new Date().toISOString()
-  return {
-    id,
-    requestId: id,
-    kind: 'process-stop',
-    status,
-    fault: { kind: 'process-stop' },
-    target: { type: 'process', name: 'sleep' },
-    resolved: { type: 'process', pid: 4242, startTime: 1, comm: 'sleep', cmdline: 'sleep 600', state: 'S' },
-    plan: { steps: [] },
-    duration: '10m',
-    durationMs: 600_000,
-    recoverable: true,
-    createdAt: now,
-    expiresAt: now,
-    updatedAt: now,
-    notes: [],
-  }
-}
-
-/** One simulated agent: a WebSocket client that behaves like agent/link for inject and halt. */
-class SimAgent {
-  readonly ws: WebSocket
-  readonly open = new Map<string, ReturnType<typeof injection>>()
-  ready: Promise<void>
-  activeAt = 0
-  haltAt = 0
-  #heartbeat: NodeJS.Timeout | undefined
-
-  constructor(url: string, name: string) {
-    this.ws = new WebSocket(url, { headers: { authorization: `Bearer ${ENROL}`, 'x-faultline-agent-name': name }, perMessageDeflate: false })
-    const send = (m: unknown) => this.ws.send(JSON.stringify(m))
-    this.ready = new Promise((resolve, reject) => {
-      this.ws.once('error', reject)
-      this.ws.on('message', (data: Buffer) => {
-        const m = JSON.parse(data.toString()) as { type: string; agentId?: string; heartbeatMs?: number; requestId?: string; runId?: string }
-        if (m.type === 'welcome') {
-          send({ v: LINK_PROTOCOL_VERSION, type: 'hello', agentId: m.agentId, version: '0.0.0-sim', hostname: name, labels: { bench: 'sim' }, capabilities, targets: [], open: [] })
-          send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() })
-          this.#heartbeat = setInterval(() => send({ v: LINK_PROTOCOL_VERSION, type: 'heartbeat', at: new Date().toISOString() }), m.heartbeatMs)
-          resolve()
-        } else if (m.type === 'inject') {
-          const inj = injection(m.requestId!, 'active')
-          this.open.set(inj.id, inj)
-          send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: inj, reason: 'apply', runId: m.runId })
-          send({ v: LINK_PROTOCOL_VERSION, type: 'inject-result', requestId: m.requestId, injections: [inj] })
-          this.activeAt = performance.now()
-        } else if (m.type === 'halt' || m.type === 'recover') {
-          for (const inj of this.open.values()) send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: { ...inj, status: 'recovered' }, reason: m.type === 'halt' ? 'halt' : 'abort' })
-          this.open.clear()
-          send({ v: LINK_PROTOCOL_VERSION, type: 'ack', requestId: m.requestId })
-          this.haltAt = performance.now()
-        }
-      })
-    })
-  }
-
-  close(): void {
-    clearInterval(this.#heartbeat)
-    this.ws.terminate()
-  }
-}
-
 const median = (xs: number[]) => quantile(xs, 50)
 function quantile(xs: number[], p: number): number {
   const sorted = [...xs].sort((a, b) => a - b)
@@ -150,49 +74,13 @@ export async function runServerBench(opts: { rounds?: number; warmupRounds?: num
   return withCleanup(async (cleanup) => {
     const dir = mkdtempSync(join(tmpdir(), 'fl-bench-server-'))
     cleanup.add('state dir', () => rmSync(dir, { recursive: true, force: true }))
-    writeFileSync(join(dir, 'enrol'), ENROL, { mode: 0o600 })
-    writeFileSync(join(dir, 'admin'), ADMIN, { mode: 0o600 })
     const levels: ServerBenchLevel[] = []
     for (const n of opts.levels ?? [100, 1000]) {
       // A fresh server per level: an empty database, no agents from the level before.
-      const state = join(dir, `state-${n}`)
-      const child = spawn(
-        process.execPath,
-        [cliEntry, 'server', '--listen', '127.0.0.1:0', '--state-dir', state, '--lease', `${leaseMs / 1000}s`, '--enrol-token-file', join(dir, 'enrol'), '--admin-token-file', join(dir, 'admin'), '--log-level', 'info'],
-        { stdio: ['ignore', 'pipe', 'inherit'] },
-      )
-      const server = track(child, 'faultline server')
-      cleanup.add('server', async () => {
-        if (running(server)) child.kill('SIGKILL')
-        await server.exited
-      })
-      const base = await serverUrl(child)
-      const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-        const res = await fetch(`${base}${path}`, {
-          method,
-          headers: { authorization: `Bearer ${ADMIN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        })
-        const text = await res.text()
-        if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`)
-        return JSON.parse(text) as T
-      }
-
+      const server = await startServer(dir, `state-${n}`, cleanup, { leaseMs })
+      const { api } = server
       const connectStart = performance.now()
-      const agents: SimAgent[] = []
-      cleanup.add('simulated agents', () => agents.forEach((a) => a.close()))
-      const url = `${base.replace(/^http/, 'ws')}/v1/agents/connect`
-      // Enrol in batches of 50, as a fleet coming up over some seconds would, not 1000 at once.
-      for (let i = 0; i < n; i += 50) {
-        const batch = Array.from({ length: Math.min(50, n - i) }, (_, j) => new SimAgent(url, `sim-${i + j}`))
-        agents.push(...batch)
-        await Promise.all(batch.map((a) => a.ready))
-      }
-      for (;;) {
-        const health = await api<{ agents: number }>('GET', '/healthz')
-        if (health.agents === n) break
-        await sleep(50)
-      }
+      const agents = await connectSimAgents(server, n, cleanup)
       const connectMs = performance.now() - connectStart
       progress(`server bench: ${n} simulated agents connected in ${Math.round(connectMs)} ms`)
       await api('POST', '/v1/experiments', { name: 'bench', hosts: { labels: { bench: 'sim' } }, mode: 'all', target: { type: 'process', name: 'sleep' }, fault: { kind: 'process-stop' }, duration: '10m' })
@@ -233,8 +121,7 @@ export async function runServerBench(opts: { rounds?: number; warmupRounds?: num
       }
       for (const a of agents) a.close()
       agents.length = 0
-      child.kill('SIGTERM')
-      await server.exited
+      await server.stop()
       const bareResult = await bareFanout(n, rounds, warmup, cleanup)
       progress(`server bench: ${n} agents, bare ws fan-out: all replied in ${Math.round(median(bareResult.all))} ms (median)`)
       levels.push({
@@ -335,23 +222,6 @@ async function bareFanout(n: number, rounds: number, warmup: number, cleanup: Cl
   for (const c of clients) c.ws.terminate()
   await undo()
   return { perClient, all }
-}
-
-/** The URL the server logs once it listens ("faultline server ready"). */
-function serverUrl(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buffered = ''
-    const timer = setTimeout(() => reject(new Error('the server was not ready within 60 s')), 60_000)
-    child.once('exit', (code) => reject(new Error(`the server exited (${code}) before it was ready`)))
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered = (buffered + chunk.toString()).slice(-65_536)
-      const m = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"faultline server ready"/.exec(buffered)
-      if (m) {
-        clearTimeout(timer)
-        resolve(m[1]!)
-      }
-    })
-  })
 }
 
 export function formatServerResult(r: ServerBenchResult): string {

@@ -39,6 +39,7 @@ export const featureNames = [
   'helper:netdelay',
   'helper:timeskew',
   'helper:stress',
+  'helper:iofault',
   'cgroup:v1',
   'cgroup:v2',
   'cgroup:freezer',

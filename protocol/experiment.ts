@@ -20,8 +20,8 @@ export const HostSelectorSchema = Type.Union([
 export const ModeSchema = Type.Union([
   Type.Literal('all'),
   Type.Literal('one'),
-  Type.Object({ fixed: Type.Integer({ minimum: 1, maximum: 100000 }) }, { ...strict, title: 'a fixed number of hosts' }),
-  Type.Object({ percent: Type.Number({ exclusiveMinimum: 0, maximum: 100 }) }, { ...strict, title: 'a percentage of the matching hosts (rounded up)' }),
+  Type.Object({ fixed: Type.Integer({ minimum: 1, maximum: 100000, description: 'How many of the matching hosts' }) }, { ...strict, title: 'a fixed number of hosts' }),
+  Type.Object({ percent: Type.Number({ exclusiveMinimum: 0, maximum: 100, description: 'Which share of the matching hosts, in percent, rounded up' }) }, { ...strict, title: 'a percentage of the matching hosts (rounded up)' }),
 ])
 
 export const ExperimentSchema = Type.Object(

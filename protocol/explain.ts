@@ -2,6 +2,7 @@ import type { TSchema } from 'typebox'
 import { Value } from 'typebox/value'
 import { DURATION_PATTERN, parseDuration } from './duration.js'
 import { FaultlineError, type ErrorCode } from './errors.js'
+import { ModeSchema } from './experiment.js'
 import { faultKindNames, faultSpecNamed } from './faults/index.js'
 import { OFFSET_PATTERN } from './faults/time-skew.js'
 import { pathProblem } from './paths.js'
@@ -287,6 +288,44 @@ export function explainRequest(body: unknown, speaker: string): Issue[] {
   return issues
 }
 
+/** What `mode` takes, in the words of docs/server.md. */
+export const MODE_FORMS =
+  '"all" (every matching host, the default), "one" (one of them), { fixed: N } (N of them, 1 to 100000) or { percent: P } (P% of them, rounded up; above 0, at most 100)'
+
+/**
+ * An experiment's `mode`, explained against the one form it uses: the schema's union of four
+ * forms otherwise answers once per form ("must be string", "must be equal to constant", ...),
+ * and only one of those is about what the user wrote.
+ */
+export function explainMode(mode: unknown): Issue[] {
+  if (mode === undefined || mode === 'all' || mode === 'one') return []
+  const forms = ['fixed', 'percent']
+  if (typeof mode === 'string') {
+    const near = didYouMean(mode, ['all', 'one', ...forms])
+    const hint = near === undefined ? '' : forms.includes(near) ? `; did you mean { ${near}: … }?` : `; did you mean ${near}?`
+    return [{ field: 'mode', problem: `unknown mode ${show(mode.slice(0, 40))}${hint}`, allowed: MODE_FORMS }]
+  }
+  if (mode === null || typeof mode !== 'object' || Array.isArray(mode)) return [{ field: 'mode', problem: `mode must be "all", "one" or an object, not ${show(mode)}`, allowed: MODE_FORMS }]
+  const keys = Object.keys(mode)
+  const given = keys.filter((k) => forms.includes(k))
+  const unknown = keys.filter((k) => !forms.includes(k))
+  if (given.length > 1) return [{ field: 'mode', problem: `mode takes one of fixed, percent, not ${given.join(' and ')}`, allowed: MODE_FORMS }]
+  if (unknown.length > 0) {
+    const near = didYouMean(unknown[0]!, forms)
+    return [{ field: `mode.${unknown[0]}`, problem: `mode has no field "${unknown[0]}"${near && given.length === 0 ? `; did you mean "${near}"?` : ''}`, allowed: MODE_FORMS }]
+  }
+  if (given.length === 0) return [{ field: 'mode', problem: 'mode names no form: it needs fixed or percent', allowed: MODE_FORMS }]
+  const branch = (ModeSchema.anyOf as unknown as TSchema[]).find((b) => given[0]! in ((b as unknown as SchemaLike).properties ?? {}))!
+  return explainAgainst(branch, mode, 'mode', 'mode')
+}
+
+/** The issues of an experiment's body: its fault, target and duration, and its mode. */
+export function explainExperiment(body: unknown): Issue[] {
+  const issues = explainRequest(body, 'server')
+  if (body && typeof body === 'object' && !Array.isArray(body)) issues.push(...explainMode((body as { mode?: unknown }).mode))
+  return issues
+}
+
 /** The error for a body with issues: its first issue in the message (with what is allowed), all of them in details. */
 export function requestError(issues: Issue[]): FaultlineError {
   const first = issues[0]!
@@ -298,5 +337,11 @@ export function requestError(issues: Issue[]): FaultlineError {
 /** preValidation of a body with fault, target and duration: throws the explained error, if any. */
 export function checkRequest(body: unknown, speaker: string): void {
   const issues = explainRequest(body, speaker)
+  if (issues.length > 0) throw requestError(issues)
+}
+
+/** preValidation of an experiment: throws the explained error, if any. */
+export function checkExperimentRequest(body: unknown): void {
+  const issues = explainExperiment(body)
   if (issues.length > 0) throw requestError(issues)
 }

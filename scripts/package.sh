@@ -75,7 +75,7 @@ done
 [ -f dist/web/build.json ] || { echo "package: the dashboard was not built (dist/web; run npm run build)" >&2; exit 1; }
 cp -a dist/web "$opt/dist/web"
 # Each helper's executables (and nsexec's preload library), at the paths the code expects.
-for helper in nsexec/build/faultline-nsexec nsexec/build/libfaultline-nsexec.so netdelay/faultline-netdelay timeskew/faultline-timeskew stress/build/faultline-stress; do
+for helper in nsexec/build/faultline-nsexec nsexec/build/libfaultline-nsexec.so netdelay/faultline-netdelay iofault/faultline-iofault timeskew/faultline-timeskew stress/build/faultline-stress; do
   [ -f "native/$helper" ] || { echo "package: native helper $helper was not built" >&2; exit 1; }
   install -D -m 0755 "native/$helper" "$opt/native/$helper"
 done

@@ -26,7 +26,7 @@ VARIANT=minbase
 # machines have no mirror, so apt must find every dependency installed already.
 PACKAGES=(
   systemd systemd-sysv dbus openssh-server python3 python3-apt ca-certificates
-  iproute2 nftables procps adduser libnetfilter-queue1 libstdc++6 libgcc-s1
+  iproute2 nftables procps adduser libnetfilter-queue1 libfuse3-3 libstdc++6 libgcc-s1
 )
 CACHE_BASE=${FAULTLINE_ROLLOUT_CACHE:-/var/cache/faultline-test/rollout}
 

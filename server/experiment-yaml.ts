@@ -2,7 +2,7 @@ import sjson from 'secure-json-parse'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type ParsedNode } from 'yaml'
 import { isFaultlineError } from '../protocol/errors.js'
 import type { Experiment } from '../protocol/experiment.js'
-import { explainRequest } from '../protocol/explain.js'
+import { explainExperiment } from '../protocol/explain.js'
 import { parseDuration } from '../protocol/duration.js'
 import type { ExperimentCheck, ExperimentCheckIssue } from '../protocol/views.js'
 import { checkExperiment } from './experiment-checks.js'
@@ -48,7 +48,7 @@ export function checkExperimentYaml(text: string, validate: CompiledValidator, a
     return { valid: false, issues: [locate({ path: '', message: forbidden ? 'the document contains a __proto__ or constructor.prototype key, which is refused' : (err as Error).message.split('\n')[0]! })] }
   }
 
-  const explained = explainRequest(body, 'server')
+  const explained = explainExperiment(body)
   if (explained.length > 0) {
     return {
       valid: false,

@@ -10,7 +10,7 @@ import { stringify } from 'yaml'
 import type { ExperimentPlan, ExperimentView } from '../protocol/views.js'
 import { ApiError, api, messageOf } from './api.js'
 import type { CheckIssue, CheckResult } from './types.js'
-import { ConfirmDialog, ErrorBox, PageTitle, Status, can } from './ui.js'
+import { ConfirmDialog, ErrorBox, PageTitle, Status, can, experimentHref } from './ui.js'
 
 /**
  * The experiment editor (a chunk of its own: CodeMirror and the YAML serializer are loaded only
@@ -250,7 +250,7 @@ export function Editor({ name }: EditorProps) {
       setLoaded(exp)
       if (exp.name !== name) {
         savedNotice = { name: exp.name, warnings: exp.warnings ?? [] }
-        navigate(`/experiments/${encodeURIComponent(exp.name)}`, { replace: true })
+        navigate(experimentHref(exp.name), { replace: true })
       }
     })
   const run = () =>

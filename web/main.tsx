@@ -144,8 +144,9 @@ function Shell({ who }: { who: WhoAmI }) {
         <Switch>
           <Route path="/fleet" component={FleetPage} />
           <Route path="/experiments">{() => <ExperimentsPage />}</Route>
+          {/* New and an experiment by name are apart (/experiments/edit/NAME), so an experiment named "new" opens too. */}
           <Route path="/experiments/new">{() => <ExperimentsPage editing="" />}</Route>
-          <Route path="/experiments/:name">{(p: { name: string }) => <ExperimentsPage editing={decodeURIComponent(p.name)} />}</Route>
+          <Route path="/experiments/edit/:name">{(p: { name: string }) => <ExperimentsPage editing={decodeURIComponent(p.name)} />}</Route>
           <Route path="/runs" component={RunsPage} />
           <Route path="/runs/:id">{(p: { id: string }) => <RunPage id={decodeURIComponent(p.id)} />}</Route>
           <Route path="/audit" component={AuditPage} />

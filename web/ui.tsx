@@ -75,6 +75,9 @@ export function useLive(match: (m: StreamMessage) => boolean, onMatch: (m: Strea
   }, [delayMs])
 }
 
+/** Where an experiment opens in the editor: apart from /experiments/new, which any name (even "new") may have. */
+export const experimentHref = (name: string) => `/experiments/edit/${encodeURIComponent(name)}`
+
 export const fleetEventOf = (prefixes: string[]) => (m: StreamMessage) =>
   m.kind === 'fleet' && prefixes.some((p) => m.event.type.startsWith(p))
 

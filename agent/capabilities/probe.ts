@@ -7,6 +7,7 @@ import { faultKinds } from '../faults/registry.js'
 import { probeNetdelayHelper } from '../faults/network-delay/helper.js'
 import { probeTimeskewHelper } from '../faults/time-skew/helper.js'
 import { probeStressHelper } from '../faults/shared/stress.js'
+import { probeIofaultHelper } from '../faults/shared/iofault.js'
 import { findProgram, run } from '../exec.js'
 import { pidfdSupported } from '../native/libc.js'
 import { openat2Supported } from '../native/files.js'
@@ -186,12 +187,27 @@ function probeFiles(opts: ProbeOptions) {
       scope === '3'
         ? no('kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot')
         : yes(scope === undefined ? 'no Yama LSM: classic ptrace permissions (root may attach)' : `kernel.yama.ptrace_scope is ${scope}; root may attach`),
-    fuse: isCharDevice(fuse) ? yes(`${fuse} is present`) : no(`${fuse} is missing (kernel without FUSE, or not exposed to this host)`),
+    fuse: !isCharDevice(fuse)
+      ? no(`${fuse} is missing (kernel without FUSE, or not exposed to this host)`)
+      : !kernelHasFilesystem(opts.procRoot, 'fuse')
+        ? no(`${fuse} is present but the kernel does not list fuse in ${join(opts.procRoot, 'filesystems')} (CONFIG_FUSE_FS, or modprobe fuse)`)
+        : yes(`${fuse} is present and the kernel has the fuse file system`),
     timens: existsSync(join(opts.procRoot, 'self/ns/time')) ? yes('time namespaces are supported') : no('kernel lacks time namespaces (CONFIG_TIME_NS, Linux >= 5.6)'),
     'runtime:docker': socket('docker'),
     'runtime:containerd': socket('containerd'),
     'runtime:podman': socket('podman'),
     'runtime:crio': socket('crio'),
+  }
+}
+
+/** Whether /proc/filesystems lists the file system type (e.g. "nodev\tfuse"). */
+function kernelHasFilesystem(procRoot: string, type: string): boolean {
+  try {
+    return readFileSync(join(procRoot, 'filesystems'), 'utf8')
+      .split('\n')
+      .some((l) => l.split('\t').pop()?.trim() === type)
+  } catch {
+    return false
   }
 }
 
@@ -222,12 +238,13 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
   }
   const toolFeature = (name: keyof typeof tools, pkg: string): Feature =>
     tools[name] ? yes(tools[name]!) : no(`${name} is not installed (Debian package ${pkg})`)
-  const [tc, netfilter, netdelay, timeskew, stress] = await Promise.all([
+  const [tc, netfilter, netdelay, timeskew, stress, iofault] = await Promise.all([
     probeTc(tools.unshare, tools.tc),
     probeNetfilter(tools.unshare, tools.nft, tools.iptables, tools.ip),
     probeNetdelayHelper(tools.unshare),
     probeTimeskewHelper(),
     probeStressHelper(),
+    probeIofaultHelper(),
   ])
   const pidfd = pidfdSupported()
   // satisfies: a feature of protocol/capabilities.ts that nothing probes does not compile.
@@ -245,6 +262,7 @@ export async function probeFeatures(opts: ProbeOptions): Promise<FeatureMap> {
     'helper:netdelay': netdelay,
     'helper:timeskew': timeskew,
     'helper:stress': stress,
+    'helper:iofault': iofault,
     openat2: openat2Supported(),
     ...probeCgroups(opts.procRoot),
     ...probeFiles(opts),

@@ -6,6 +6,9 @@ import { fileChmod } from './file-chmod/index.js'
 import { fileCorrupt } from './file-corrupt/index.js'
 import { fileDelete } from './file-delete/index.js'
 import { fileReplace } from './file-replace/index.js'
+import { ioCorrupt } from './io-corrupt/index.js'
+import { ioError } from './io-error/index.js'
+import { ioLatency } from './io-latency/index.js'
 import { networkBandwidth } from './network-bandwidth/index.js'
 import { networkCorrupt } from './network-corrupt/index.js'
 import { networkDelay } from './network-delay/index.js'
@@ -50,6 +53,9 @@ export const faultImplementations = {
   'file-append': fileAppend,
   'file-replace': fileReplace,
   'file-corrupt': fileCorrupt,
+  'io-latency': ioLatency,
+  'io-error': ioError,
+  'io-corrupt': ioCorrupt,
 } as const satisfies { [K in FaultKindName]: FaultKind<K, FaultSpecOf<K>['specSchema'], TObject, TObject, unknown> }
 
 export type AnyFaultKind = (typeof faultImplementations)[FaultKindName]

@@ -6,7 +6,7 @@ import type { FaultKindName } from '../../protocol/faults/index.js'
 import type { Plan } from '../../protocol/plan.js'
 import type { ResolvedTarget, TargetType } from '../../protocol/target.js'
 import { faultImplementations, type AnyFaultKind } from './registry.js'
-import type { ApplyContext, FaultKind, GatherContext, RecoverContext, RecoverOutcome } from './types.js'
+import type { ApplyContext, FaultKind, GatherContext, RecoverContext, RecoverOutcome, SweepContext } from './types.js'
 
 /** One target of a request, planned: the plan and undo state to journal, and the apply of exactly that plan. */
 export interface PlannedTarget {
@@ -78,4 +78,9 @@ export function runnerFor(kind: FaultKindName): KindRunner {
 /** The runner of a kind a journal row names; undefined when this agent does not know it (a newer agent wrote it). */
 export function runnerNamed(kind: string): KindRunner | undefined {
   return runners.get(kind)
+}
+
+/** The start-up sweeps of every kind that has one, each function once (kinds sharing a mechanism share it). */
+export function sweeps(): ((ctx: SweepContext) => Promise<string[]>)[] {
+  return [...new Set(Object.values(faultImplementations).flatMap((k: AnyFaultKind) => ('sweep' in k && k.sweep ? [k.sweep] : [])))]
 }

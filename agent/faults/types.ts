@@ -60,6 +60,15 @@ export interface RecoverContext {
   paths: HostPaths
 }
 
+/** What a start-up sweep gets: which injections the journal still holds open (their resources are not stray). */
+export interface SweepContext {
+  log: Logger
+  paths: HostPaths
+  /** The agent's state dir (real path): resources a helper of this agent holds point into it. */
+  stateDir: string
+  openIds: ReadonlySet<string>
+}
+
 export interface RecoverOutcome {
   /** Shown on the injection: e.g. "process had exited; nothing to resume". */
   note?: string
@@ -101,6 +110,13 @@ export interface FaultImplementation<Spec extends TObject, Plan extends TObject,
   undoFromPlan(plan: Static<Plan>): Static<State>
   apply(plan: Static<Plan>, ctx: ApplyContext): Promise<Static<State>>
   recover(state: Static<State>, ctx: RecoverContext): Promise<RecoverOutcome>
+  /**
+   * Optional, run at every start after the journal was reconciled: removes this mechanism's
+   * resources that no open injection owns (left by an agent whose journal is gone), found by
+   * their names alone. Kinds sharing a mechanism share one function: it runs once. Returns
+   * what it removed, for the log.
+   */
+  sweep?(ctx: SweepContext): Promise<string[]>
 }
 
 /** One fault kind: its spec (protocol/faults/<kind>.ts) and its implementation (agent/faults/<kind>/). */

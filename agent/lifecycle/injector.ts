@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
+import { realpathSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { stringify as stableStringify } from 'safe-stable-stringify'
 import type { Capabilities, FeatureMap } from '../../protocol/capabilities.js'
@@ -9,7 +10,7 @@ import { newId } from '../../protocol/id.js'
 import type { Plan } from '../../protocol/plan.js'
 import type { CreateInjectionBody, Injection, InjectionStatus, RecoverReason, UpdateReason } from '../../protocol/injection.js'
 import { describeTarget, targetKey, type ResolvedTarget } from '../../protocol/target.js'
-import { runnerFor, runnerNamed, type KindRunner, type PlannedTarget } from '../faults/runner.js'
+import { runnerFor, runnerNamed, sweeps, type KindRunner, type PlannedTarget } from '../faults/runner.js'
 import type { ControlChannel, GatherContext } from '../faults/types.js'
 import type { HostPaths } from '../host-paths.js'
 import type { HostPolicyCheck } from '../policy.js'
@@ -539,7 +540,30 @@ export class Injector {
       }
     }
     if (open.length > 0) this.#log.info({ recovered, failed }, 'reconciled the journal at start')
+    await this.#sweep()
     return { recovered, failed }
+  }
+
+  /**
+   * Resources no open injection owns, found by name (a journal deleted while faults were on
+   * the host): each kind's sweep removes its own. A failing sweep is logged, not fatal.
+   */
+  async #sweep(): Promise<void> {
+    const openIds = new Set(this.#journal.needingUndo().map((r) => r.id))
+    let stateDir: string
+    try {
+      stateDir = realpathSync(this.#opts.stateDir)
+    } catch {
+      stateDir = this.#opts.stateDir
+    }
+    for (const sweep of sweeps()) {
+      try {
+        const notes = await sweep({ log: this.#log, paths: this.#opts.paths, stateDir, openIds })
+        for (const note of notes) this.#log.warn({ note }, 'removed a stray fault at start')
+      } catch (err) {
+        this.#log.error({ err }, 'the start-up sweep failed')
+      }
+    }
   }
 
   #undo(id: string, reason: RecoverReason): Promise<void> {

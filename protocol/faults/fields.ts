@@ -78,3 +78,89 @@ export const stressKindTargets = ['host', 'process', 'container'] as const
 
 /** Network kinds act on a network namespace: the host's, a named one, or a container's. */
 export const networkKindTargets = ['host', 'netns', 'container'] as const
+
+// ---- io kinds (FUSE) ---------------------------------------------------------------------------
+
+/**
+ * File system operations an io rule can select, as the FUSE pass-through sees them. setattr is
+ * chmod, chown, truncate and utimens; create is creat/open(O_CREAT) and mknod; readdir covers
+ * opening and listing a directory; release is the last close of a file (delays only: the kernel
+ * ignores its result); fsync covers fdatasync and fsync of directories too.
+ */
+export const ioOperations = [
+  'open',
+  'read',
+  'write',
+  'fsync',
+  'flush',
+  'release',
+  'getattr',
+  'setattr',
+  'readdir',
+  'create',
+  'unlink',
+  'mkdir',
+  'rmdir',
+  'rename',
+  'link',
+  'symlink',
+  'readlink',
+  'statfs',
+  'fallocate',
+] as const
+export type IoOperation = (typeof ioOperations)[number]
+
+/** errno values io-error can return (names as in errno(3); the agent maps them to this host's numbers). */
+export const ioErrnoNames = [
+  'EIO',
+  'ENOSPC',
+  'EDQUOT',
+  'EACCES',
+  'EPERM',
+  'EROFS',
+  'ENOENT',
+  'EAGAIN',
+  'EBUSY',
+  'EFBIG',
+  'ENAMETOOLONG',
+  'EINTR',
+  'EEXIST',
+  'EISDIR',
+  'ENOTDIR',
+  'ENOTEMPTY',
+  'EMFILE',
+  'ENFILE',
+  'ENOMEM',
+  'ETIMEDOUT',
+  'ESTALE',
+  'EINVAL',
+  'ENODATA',
+  'ETXTBSY',
+] as const
+export type IoErrnoName = (typeof ioErrnoNames)[number]
+
+export const IoSpecFields = {
+  path: Type.String({
+    minLength: 2,
+    maxLength: 4096,
+    pattern: '^/',
+    description:
+      'The directory to lay the faulty file system over, absolute and in normal form, as the target sees it (inside the container for container targets); not /, /proc, /sys, /dev or the agent state dir',
+  }),
+  glob: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 1000,
+      description: 'Which files, as an fnmatch(3) pattern on the path relative to the directory ("*" also crosses "/"); default *',
+    }),
+  ),
+  percent: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 100, multipleOf: 0.01, description: 'Percent of matching operations affected (0.01 steps); default 100' })),
+}
+
+export const IoOperationsField = (fallback: readonly IoOperation[]) =>
+  Type.Optional(
+    Type.Array(Type.Enum(ioOperations), { minItems: 1, maxItems: ioOperations.length, uniqueItems: true, description: `Operations affected; default ${fallback.join(', ')}` }),
+  )
+
+/** Every io kind acts on these targets: the mount is made in the target's mount namespace. */
+export const ioKindTargets = ['host', 'process', 'container'] as const

@@ -5,6 +5,9 @@ import { fileChmodSpec } from './file-chmod.js'
 import { fileCorruptSpec } from './file-corrupt.js'
 import { fileDeleteSpec } from './file-delete.js'
 import { fileReplaceSpec } from './file-replace.js'
+import { ioCorruptSpec } from './io-corrupt.js'
+import { ioErrorSpec } from './io-error.js'
+import { ioLatencySpec } from './io-latency.js'
 import { networkBandwidthSpec } from './network-bandwidth.js'
 import { networkCorruptSpec } from './network-corrupt.js'
 import { networkDelaySpec } from './network-delay.js'
@@ -51,6 +54,9 @@ export const faultSpecs = [
   fileAppendSpec,
   fileReplaceSpec,
   fileCorruptSpec,
+  ioLatencySpec,
+  ioErrorSpec,
+  ioCorruptSpec,
 ] as const
 
 export type AnyFaultSpec = (typeof faultSpecs)[number]

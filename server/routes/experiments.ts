@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { ErrorResponses as errors, FaultlineError } from '../../protocol/errors.js'
 import { ExperimentSchema, type Experiment } from '../../protocol/experiment.js'
-import { checkRequest } from '../../protocol/explain.js'
+import { checkExperimentRequest } from '../../protocol/explain.js'
 import type { ServerContext } from '../context.js'
 import { checkExperiment } from '../experiment-checks.js'
 import { checkExperimentYaml, type CompiledValidator } from '../experiment-yaml.js'
@@ -50,7 +50,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }>
         body: ExperimentSchema,
         response: { 200: ExperimentViewSchema, 201: ExperimentViewSchema, ...errors },
       },
-      preValidation: async (req) => checkRequest(req.body, 'server'),
+      preValidation: async (req) => checkExperimentRequest(req.body),
     },
     async (req, reply) => {
       const spec = req.body
@@ -124,7 +124,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<{ ctx: ServerContext }>
         body: ExperimentSchema,
         response: { 200: ExperimentPlanSchema, ...errors },
       },
-      preValidation: async (req) => checkRequest(req.body, 'server'),
+      preValidation: async (req) => checkExperimentRequest(req.body),
     },
     async (req) => runs.plan(req.body, checkExperiment(req.body, store.agents())),
   )

@@ -174,7 +174,7 @@ t.test('viewer: every page without a control it cannot use; a forged call is ref
   for (const [hash, ready] of [
     ['#/fleet', 'Fleet'],
     ['#/experiments', 'Experiments'],
-    ['#/experiments/dash-stop', 'dash-stop'],
+    ['#/experiments/edit/dash-stop', 'dash-stop'],
     ['#/runs', 'Runs'],
     ['#/audit', 'Audit log'],
   ] as const) {
@@ -183,7 +183,7 @@ t.test('viewer: every page without a control it cannot use; a forged call is ref
     await page.waitForTimeout(300)
     t.same(await controls(), [], `${hash}: no mutating control`)
   }
-  await page.evaluate((h) => ((globalThis as unknown as W).location.hash = h), '#/experiments/dash-stop')
+  await page.evaluate((h) => ((globalThis as unknown as W).location.hash = h), '#/experiments/edit/dash-stop')
   await page.locator('.cm-content').waitFor()
   await waitFor('the stored YAML', async () => (/name: dash-stop/.test(await page.locator('.cm-content').innerText()) ? true : undefined))
   t.equal(await page.locator('.cm-content').getAttribute('aria-readonly'), 'true', 'the stored experiment is shown read-only')
@@ -199,6 +199,25 @@ t.test('viewer: every page without a control it cannot use; a forged call is ref
   })
   t.equal(forged.status, 403, 'a forged halt with the viewer token is refused')
   t.equal(forged.body.code, 'FAULTLINE_ERR_FORBIDDEN')
+})
+
+t.test('an experiment named "new" opens from the list, apart from the New page', async (t) => {
+  const made = await bed.api('POST', '/v1/experiments', bed.admin, { name: 'new', hosts: { labels: { role: bed.label } }, target: { type: 'process', name: 'sleep' }, fault: { kind: 'process-stop' }, duration: '5s' })
+  t.equal(made.status, 201)
+  t.teardown(() => bed.api('DELETE', '/v1/experiments/new'))
+  const { page } = await bed.page(t)
+  await bed.signIn(page, tokens.operator, 'operator')
+  await page.getByRole('link', { name: 'Experiments', exact: true }).click()
+  await page.getByRole('link', { name: 'new', exact: true }).click()
+  await page.waitForURL(/#\/experiments\/edit\/new$/)
+  await waitFor('the stored YAML of "new"', async () => (/name: new\b/.test(await page.locator('.cm-content').innerText()) ? true : undefined))
+  t.equal(await page.getByRole('button', { name: 'Delete', exact: true }).count(), 1, 'the stored experiment, with its Delete')
+  await page.getByRole('link', { name: 'Experiments', exact: true }).click()
+  await page.getByRole('link', { name: 'New experiment' }).click()
+  await page.waitForURL(/#\/experiments\/new$/)
+  await page.locator('.cm-content').waitFor()
+  t.notMatch(await page.locator('.cm-content').innerText(), /name: new\b/, 'New is the template, not the experiment "new"')
+  t.equal(await page.getByRole('button', { name: 'Delete', exact: true }).count(), 0, 'nothing to delete yet')
 })
 
 t.test('admin: audit and tokens pages; revoking a token signs its session out with the message', async (t) => {

@@ -31,7 +31,7 @@ t.test('npm run package', { skip }, async (t) => {
   t.match(info, /^Version: 0\.1\.0\+pkgtest$/m, '--version is the package version')
   t.match(info, /^Architecture: amd64$/m)
   const depends = /^Depends: (.*)$/m.exec(info)?.[1] ?? ''
-  for (const dep of ['libc6', 'libstdc++6', 'libnetfilter-queue1', 'iproute2', 'nftables', 'procps', 'adduser']) {
+  for (const dep of ['libc6', 'libstdc++6', 'libnetfilter-queue1', 'libfuse3-3', 'iproute2', 'nftables', 'procps', 'adduser']) {
     t.ok(depends.split(/,\s*/).some((d) => d.split(' ')[0] === dep), `Depends: ${dep}`)
   }
   t.notMatch(depends, /nodejs/, 'no Node.js from the host')
@@ -43,6 +43,11 @@ t.test('npm run package', { skip }, async (t) => {
     './etc/faultline/agent.yaml', './etc/faultline/server.yaml', './usr/share/man/man1/faultline.1.gz', './usr/share/doc/faultline/copyright']) {
     t.match(files, new RegExp(` ${path.replace(/[.+]/g, '\\$&')}$`, 'm'), path)
   }
+  // The dashboard the server serves at /: its page, and each script with the .gz copy sent to browsers that take gzip.
+  t.match(files, / \.\/opt\/faultline\/dist\/web\/index\.html$/m, 'the dashboard: index.html')
+  const scripts = [...files.matchAll(/ \.\/opt\/faultline\/dist\/web\/assets\/([^/\s]+\.js)$/gm)].map((m) => m[1]!)
+  t.ok(scripts.length > 0, `the dashboard: scripts under assets/ (${scripts.join(', ')})`)
+  for (const script of scripts) t.match(files, new RegExp(` \\./opt/faultline/dist/web/assets/${script.replace(/[.]/g, '\\.')}\\.gz$`, 'm'), `the dashboard: ${script}.gz`)
   t.notMatch(files, /\.ts$|\.d\.ts$|\/test\/|\/src\/.*\.c$/m, 'no sources, typings or tests')
   t.notMatch(files, /koffi-(?!linux-x64)|musl/, 'one platform of koffi')
 

@@ -145,6 +145,28 @@ t.test('POST /v1/experiments/check: positions of every problem; stores nothing; 
   const union = freeze().replace('labels: { role: db }', 'label: { role: db }')
   t.match((await check(union)).json().issues, [{ path: 'hosts', message: 'hosts needs one of labels, names, all', ...at(union, '{ label') }], 'a union: one issue naming its forms')
 
+  // mode is a union of four forms: a problem inside one is one issue on that field, with every form allowed.
+  const mode = freeze().replace('duration: 30s', 'mode: { fixed: 0 }\nduration: 30s')
+  const modeIssues = (await check(mode)).json().issues
+  t.equal(modeIssues.length, 1, `mode: one issue, not one per form: ${JSON.stringify(modeIssues)}`)
+  t.match(modeIssues[0], { path: 'mode.fixed', message: /^mode\.fixed: fixed 0 is below the minimum 1 — allowed: .*a whole number from 1 to 100000/, ...at(mode, '0 }') })
+  const badModes: [string, string, RegExp][] = [
+    ['some', 'mode', /unknown mode "some"; did you mean one\? — allowed: "all" .*"one" .*\{ fixed: N \} .*\{ percent: P \}/],
+    ['{ fixd: 2 }', 'mode.fixd', /mode has no field "fixd"; did you mean "fixed"\?/],
+    ['{ fixed: 2, percent: 50 }', 'mode', /takes one of fixed, percent, not fixed and percent/],
+    ['{ percent: 150 }', 'mode.percent', /percent 150 is above the maximum 100/],
+    ['5', 'mode', /must be "all", "one" or an object, not 5/],
+  ]
+  for (const [value, path, message] of badModes) {
+    const issues = (await check(freeze().replace('duration: 30s', `mode: ${value}\nduration: 30s`))).json().issues
+    t.match(issues, [{ path, message }], `mode: ${value}`)
+    t.equal(issues.length, 1, `mode: ${value}: one issue`)
+  }
+  // Apply (faultline exp apply) says the same, in one line.
+  const applied = await app.inject({ method: 'POST', url: '/v1/experiments', headers: { ...bearer(ADMIN), 'content-type': 'application/yaml' }, payload: mode })
+  t.equal(applied.statusCode, 400)
+  t.match(applied.json(), { code: 'FAULTLINE_ERR_VALIDATION', message: /^mode\.fixed: fixed 0 is below the minimum 1 — allowed: / })
+
   const missing = 'name: stop\nhosts: { all: true }\ntarget: { type: process, name: sleep }\nfault: { kind: process-stop }\n'
   t.match((await check(missing)).json().issues, [{ path: '', message: /required property 'duration'/, line: 1, column: 1 }], 'a missing field: its nearest parent')
 

@@ -4,7 +4,7 @@ import { Link, useLocation } from 'wouter-preact'
 import type { ExperimentView } from '../../protocol/views.js'
 import { api, messageOf } from '../api.js'
 import type { EditorProps } from '../editor.js'
-import { ConfirmDialog, ErrorBox, PageTitle, Status, Time, can, fleetEventOf, useLive, useResource } from '../ui.js'
+import { ConfirmDialog, ErrorBox, PageTitle, Status, Time, can, experimentHref, fleetEventOf, useLive, useResource } from '../ui.js'
 
 /** The YAML editor (CodeMirror) is a chunk of its own, loaded the first time it is opened. */
 let editorModule: Promise<ComponentType<EditorProps>> | undefined
@@ -75,7 +75,7 @@ export function ExperimentsPage({ editing }: { editing?: string }) {
             {experiments.map((e) => (
               <tr key={e.name} data-experiment={e.name}>
                 <th scope="row" data-label="Name">
-                  <Link href={`/experiments/${encodeURIComponent(e.name)}`}>{e.name}</Link>
+                  <Link href={experimentHref(e.name)}>{e.name}</Link>
                   {e.spec.description && <div class="small muted">{e.spec.description}</div>}
                 </th>
                 <td data-label="Fault">

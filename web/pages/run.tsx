@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks'
 import { Link } from 'wouter-preact'
 import type { FleetEvent, RunView } from '../../protocol/views.js'
 import { ApiError, api } from '../api.js'
-import { ConfirmDialog, ErrorBox, PageTitle, Status, Time, can, useLive, useResource } from '../ui.js'
+import { ConfirmDialog, ErrorBox, PageTitle, Status, Time, can, experimentHref, useLive, useResource } from '../ui.js'
 
 const openStatuses = new Set(['pending', 'running'])
 
@@ -62,7 +62,7 @@ export function RunPage({ id }: { id: string }) {
             <div>
               <dt>Experiment</dt>
               <dd>
-                <Link href={`/experiments/${encodeURIComponent(r.experiment)}`}>{r.experiment}</Link>
+                <Link href={experimentHref(r.experiment)}>{r.experiment}</Link>
               </dd>
             </div>
             <div>
