@@ -1,5 +1,4 @@
 import swagger from '@fastify/swagger'
-import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { statSync } from 'node:fs'
@@ -18,10 +17,11 @@ import { StateDirLock } from './state-lock.js'
 import { Journal } from './journal/journal.js'
 import { DEFAULT_MIN_DURATION_MS, Injector } from './lifecycle/injector.js'
 import { formatDuration } from '../protocol/duration.js'
-import { AgentLink, type AgentLinkOptions } from './link/link.js'
+import type { AgentLink, AgentLinkOptions } from './link/link.js'
 import { createMetrics } from './metrics.js'
 import { authPlugin, type AuthOptions } from './plugins/auth.js'
 import { capabilitiesRoutes } from './routes/capabilities.js'
+import { docsRoutes } from './routes/docs.js'
 import { healthRoutes } from './routes/health.js'
 import { injectionRoutes } from './routes/injections.js'
 import { targetRoutes } from './routes/targets.js'
@@ -108,8 +108,9 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
     ...(opts.policy ? { policy: opts.policy } : {}),
   })
 
+  // The link (and ws, its WebSocket client) is loaded only for an agent given a server.
   const link = opts.link
-    ? new AgentLink({
+    ? new (await import('./link/link.js')).AgentLink({
         ...opts.link,
         stateDir: opts.stateDir,
         hostname: targets.hostname,
@@ -155,7 +156,7 @@ export async function buildAgent(opts: AgentOptions): Promise<FastifyInstance> {
       ...(opts.token ? { security: [{ bearer: [] }] } : {}),
     },
   })
-  await app.register(swaggerUi, { routePrefix: '/docs' })
+  await app.register(docsRoutes)
   const auth: AuthOptions = { ...(opts.token ? { token: opts.token } : {}), clientCerts: Boolean(opts.tls?.ca) }
   await app.register(authPlugin, auth)
   await app.register(healthRoutes, { registry: metrics.registry })

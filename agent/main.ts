@@ -9,7 +9,6 @@ import { notifyReady, notifyStopping } from '../common/sd-notify.js'
 import { ensureTokenFile } from '../common/tokens.js'
 import { FAULTLINE_VERSION } from '../common/version.js'
 import { buildAgent } from './app.js'
-import { buildChaosdApi } from './chaosd/app.js'
 import { type AgentConfig, type ChaosdListeners, checkChaosdConfig, checkExposure, checkMaxDuration, checkServerUrl, parseAgentListen, parseLabels } from './config.js'
 import { defaultRuntimeSockets } from './host-paths.js'
 import { listenOnSocket, prepareSocket } from './listen.js'
@@ -122,6 +121,8 @@ async function listenChaosd(
   log: Logger,
   started: FastifyInstance[],
 ): Promise<void> {
+  // Loaded only when a chaosd listener is configured: most agents never serve that API.
+  const { buildChaosdApi } = await import('./chaosd/app.js')
   const common = { injector: app.injector, log, defaultDurationMs: chaosd.defaultDurationMs }
   if (chaosd.tls && tls) {
     const api = await buildChaosdApi({ ...common, tls, routes: 'all' })

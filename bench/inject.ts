@@ -1,21 +1,24 @@
+import Database from 'better-sqlite3'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { buildAgent } from '../agent/app.js'
 import {
-  CLOCK_TICKS_PER_SECOND,
   agentClient,
-  cpuTicks,
+  idleFootprints,
+  procState,
+  resumeAndKill,
+  type Footprint,
   formatMachine,
   histogramMeanUs,
   machineInfo,
   parseHistograms,
   ratio,
-  running,
   sleep,
+  startBareNode,
   startAgent,
-  statFields,
   stderrProgress,
   stopAgent,
   summarise,
@@ -23,9 +26,9 @@ import {
   track,
   us,
   withCleanup,
+  type Cleanup,
   type LatencySummary,
   type MachineInfo,
-  type Started,
 } from './lib.js'
 
 export type { LatencySummary } from './lib.js'
@@ -52,12 +55,6 @@ export interface InjectBenchOptions {
   progress?: (line: string) => void
 }
 
-export interface Footprint {
-  rssKiB: number
-  cpuPercentOfOneCore: number
-  windowMs: number
-}
-
 export interface InjectBenchResult {
   benchmark: 'inject-recover/process-stop'
   machine: MachineInfo
@@ -72,7 +69,22 @@ export interface InjectBenchResult {
     killPairBare: LatencySummary
     /** Two GET /healthz on the same connection: the HTTP floor of any two-request pair. */
     twoHealthzRequests: LatencySummary
+    /**
+     * Two commits with synchronous = FULL (WAL) of one small row in a scratch SQLite file next
+     * to the agent's state dir: what the fsyncs a pair truly needs cost on this disk now.
+     */
+    twoSyncedCommits: LatencySummary
   }
+  /**
+   * Journal commits per pair, and of them fsynced, counted by the Journal itself over
+   * `journalPairs` pairs through an in-process agent (Injector.stats) after the timed rounds.
+   */
+  journal: { pairs: number; commitsPerPair: number; syncedCommitsPerPair: number }
+  /**
+   * Issue 18's target for a pair: at most 2 × two GET /healthz plus the fsyncs it needs
+   * (syncedCommitsPerPair × half of twoSyncedCommits), medians of this run.
+   */
+  target: { budgetUs: number; medianVsBudget: number; medianVsTwoHealthz: number }
   ratios: {
     medianVsStateWait: number
     p99VsStateWait: number
@@ -93,10 +105,6 @@ export interface InjectBenchResult {
 
 // ---- /proc ---------------------------------------------------------------------------------
 
-function procState(pid: number): string {
-  return statFields(pid)[0]!
-}
-
 const isStopped = (state: string) => state === 'T' || state === 't'
 
 /** Busy-waits (synchronously, no timers) until the state matches; throws after timeoutMs. */
@@ -109,42 +117,7 @@ function spinUntilState(pid: number, wanted: (state: string) => boolean, timeout
   }
 }
 
-function rssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`)
-  return Number(m[1])
-}
-
-/**
- * Settles, then measures RSS and CPU of several processes over the same idle window, so
- * whatever else the machine does during the window hits all of them.
- */
-async function idleFootprints(pids: number[], settleMs: number, windowMs: number): Promise<Footprint[]> {
-  await sleep(settleMs)
-  const startTicks = pids.map(cpuTicks)
-  const started = performance.now()
-  await sleep(windowMs)
-  const elapsedMs = performance.now() - started
-  return pids.map((pid, i) => ({
-    rssKiB: rssKiB(pid),
-    cpuPercentOfOneCore: (((cpuTicks(pid) - startTicks[i]!) / CLOCK_TICKS_PER_SECOND) * 1000 * 100) / elapsedMs,
-    windowMs: Math.round(elapsedMs),
-  }))
-}
-
 // ---- child processes -----------------------------------------------------------------------
-
-/** Resumes first, so a process we stopped is never left stopped, then kills it. */
-async function killTarget(target: Started): Promise<void> {
-  if (!running(target)) return
-  try {
-    process.kill(target.pid, 'SIGCONT')
-    process.kill(target.pid, 'SIGKILL')
-  } catch {
-    /* already gone */
-  }
-  await target.exited
-}
 
 // ---- the benchmark -------------------------------------------------------------------------
 
@@ -169,14 +142,9 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
     progress(`starting the agent (state dir ${stateDir}) and a bare node process`)
     const agent = await startAgent(stateDir)
     cleanup.add('stop the agent', () => stopAgent(agent))
-    const bareNode = track(spawn(process.execPath, ['-e', 'setInterval(()=>{},1000)'], { stdio: 'ignore' }), 'bare node')
-    cleanup.add('kill the bare node process', async () => {
-      if (!running(bareNode)) return
-      bareNode.child.kill('SIGKILL')
-      await bareNode.exited
-    })
+    const bareNode = startBareNode(cleanup)
     const target = track(spawn('sleep', ['3600'], { stdio: 'ignore' }), 'sleep')
-    cleanup.add('resume and kill the target', () => killTarget(target))
+    cleanup.add('resume and kill the target', () => resumeAndKill(target))
     const agentPid = agent.pid
     const bareNodePid = bareNode.pid
     const pid = target.pid
@@ -216,6 +184,25 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
       return performance.now() - t0
     }
 
+    // The fsync floor: the same journal settings as the agent (WAL, synchronous = FULL), on the
+    // same filesystem as its state dir, one small row updated per commit.
+    const scratchDir = mkdtempSync(join(tmpdir(), 'fl-bench-fsync-'))
+    cleanup.add('remove the scratch database', () => rmSync(scratchDir, { recursive: true, force: true }))
+    const scratch = new Database(join(scratchDir, 'fsync-baseline.sqlite'))
+    cleanup.add('close the scratch database', () => scratch.close())
+    scratch.pragma('journal_mode = WAL')
+    scratch.pragma('synchronous = FULL')
+    scratch.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, status TEXT NOT NULL, updated_at INTEGER NOT NULL)')
+    scratch.prepare("INSERT INTO t VALUES (1, 'pending', 0)").run()
+    const touch = scratch.prepare('UPDATE t SET status = ?, updated_at = ? WHERE id = 1')
+
+    function twoSyncedCommits(): number {
+      const t0 = performance.now()
+      touch.run('active', Date.now())
+      touch.run('recovered', Date.now())
+      return performance.now() - t0
+    }
+
     async function twoHealthz(): Promise<number> {
       const t0 = performance.now()
       await call('GET', '/healthz', 200)
@@ -227,12 +214,13 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
     // SIGCONT's wake-up in flight: every variant starts from the sleep asleep in S.
     const settled = () => spinUntilState(pid, (s) => s === 'S')
 
-    const samples = { agent: [] as number[], wait: [] as number[], bare: [] as number[], healthz: [] as number[] }
+    const samples = { agent: [] as number[], wait: [] as number[], bare: [] as number[], healthz: [] as number[], commits: [] as number[] }
     const variants: [keyof typeof samples, () => number | Promise<number>][] = [
       ['agent', agentPair],
       ['wait', killPairWithStateWait],
       ['bare', killPairBare],
       ['healthz', twoHealthz],
+      ['commits', twoSyncedCommits],
     ]
 
     async function runRounds(n: number, record: boolean): Promise<void> {
@@ -261,11 +249,17 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
     progress(`idle footprint after the rounds (${settleMs / 1000} s settle, ${windowMs / 1000} s window)`)
     const [agentAfterRounds, bareNodeAfterRounds] = await idleFootprints([agentPid, bareNodePid], settleMs, windowMs)
 
+    progress('counting journal commits per pair through an in-process agent')
+    const journal = await countJournalCommits(pid, cleanup)
+
     if (agent.warnings.length > 0) progress(`the agent logged ${agent.warnings.length} warnings, e.g. ${agent.warnings[0]}`)
 
     const agentPairSummary = summarise(samples.agent)
     const waitSummary = summarise(samples.wait)
     const bareSummary = summarise(samples.bare)
+    const healthzSummary = summarise(samples.healthz)
+    const commitsSummary = summarise(samples.commits)
+    const budgetUs = 2 * healthzSummary.medianUs + journal.syncedCommitsPerPair * (commitsSummary.medianUs / 2)
     return {
       benchmark: 'inject-recover/process-stop',
       machine: machineInfo(),
@@ -275,7 +269,14 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
         agentPair: agentPairSummary,
         killPairWithStateWait: waitSummary,
         killPairBare: bareSummary,
-        twoHealthzRequests: summarise(samples.healthz),
+        twoHealthzRequests: healthzSummary,
+        twoSyncedCommits: commitsSummary,
+      },
+      journal,
+      target: {
+        budgetUs: Math.round(budgetUs),
+        medianVsBudget: ratio(agentPairSummary.medianUs, budgetUs),
+        medianVsTwoHealthz: ratio(agentPairSummary.medianUs, healthzSummary.medianUs),
       },
       ratios: {
         medianVsStateWait: ratio(agentPairSummary.medianUs, waitSummary.medianUs),
@@ -296,6 +297,36 @@ export async function runInjectBench(opts: InjectBenchOptions = {}): Promise<Inj
   })
 }
 
+/**
+ * Commits per pair as the Journal counts them (Injector.stats): the timed agent is a child
+ * process with no endpoint for them, so a second agent runs in this process, on its own state
+ * dir, against the same target, after the timed rounds.
+ */
+async function countJournalCommits(pid: number, cleanup: Cleanup): Promise<InjectBenchResult['journal']> {
+  const pairs = 50
+  const stateDir = mkdtempSync(join(tmpdir(), 'fl-bench-journal-'))
+  const removeDir = cleanup.add('remove the journal-count state directory', () => rmSync(stateDir, { recursive: true, force: true }))
+  const app = await buildAgent({ stateDir, maxDurationMs: 3_600_000 })
+  const closeApp = cleanup.add('stop the in-process agent', () => app.close())
+  const body = { fault: { kind: 'process-stop' }, target: { type: 'process', pid }, duration: '60s' }
+  const before = app.injector.stats
+  for (let i = 0; i < pairs; i++) {
+    spinUntilState(pid, (s) => s === 'S')
+    const created = await app.inject({ method: 'POST', url: '/v1/injections', payload: body })
+    if (created.statusCode !== 201) throw new Error(`in-process agent: POST answered ${created.statusCode}: ${created.body}`)
+    const recovered = await app.inject({ method: 'DELETE', url: `/v1/injections/${encodeURIComponent(created.json<InjectionReply>().id)}` })
+    if (recovered.statusCode !== 200) throw new Error(`in-process agent: DELETE answered ${recovered.statusCode}: ${recovered.body}`)
+  }
+  const after = app.injector.stats
+  await closeApp()
+  await removeDir()
+  return {
+    pairs,
+    commitsPerPair: (after.journalCommits - before.journalCommits) / pairs,
+    syncedCommitsPerPair: (after.journalSyncedCommits - before.journalSyncedCommits) / pairs,
+  }
+}
+
 // ---- output --------------------------------------------------------------------------------
 
 export function formatInjectResult(r: InjectBenchResult): string {
@@ -305,6 +336,7 @@ export function formatInjectResult(r: InjectBenchResult): string {
     ['baseline: SIGSTOP, wait T, SIGCONT, wait not T', l.killPairWithStateWait],
     ['baseline: SIGSTOP, SIGCONT (two syscalls)', l.killPairBare],
     ['reference: two GET /healthz', l.twoHealthzRequests],
+    ['reference: two synced SQLite commits (WAL, FULL)', l.twoSyncedCommits],
   ]
   const fp = (f: Footprint) => [`${(f.rssKiB / 1024).toFixed(1)} MiB`, `${f.cpuPercentOfOneCore.toFixed(2)} %`]
   const i = r.idle
@@ -324,6 +356,9 @@ export function formatInjectResult(r: InjectBenchResult): string {
         ['vs SIGSTOP/SIGCONT bare', `${r.ratios.medianVsBare}×`, `${r.ratios.p99VsBare}×`],
       ],
     ),
+    '',
+    `journal commits per pair: ${r.journal.commitsPerPair}, of which fsynced: ${r.journal.syncedCommitsPerPair} (${r.journal.pairs} pairs, in-process agent)`,
+    `pair median vs two GET /healthz: ${r.target.medianVsTwoHealthz}×; vs the target budget (2 × two GET /healthz + ${r.journal.syncedCommitsPerPair} synced commits = ${us(r.target.budgetUs)}): ${r.target.medianVsBudget}× (≤ 1 meets it)`,
     '',
     `agent's own histograms (mean): apply ${us(r.agentInternal.applyMeanUs)}, recover ${us(r.agentInternal.recoverMeanUs)}`,
     '',

@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { cpus, release } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -110,10 +110,73 @@ export function cpuTicks(pid: number | 'self'): number {
   return Number(f[14 - 3]) + Number(f[15 - 3])
 }
 
+/** Resident set size (VmRSS of /proc/PID/status), in KiB. */
+export function rssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`)
+  return Number(m[1])
+}
+
+/** The process state letter (proc_pid_stat(5) field 3): R, S, T, ... */
+export function procState(pid: number): string {
+  return statFields(pid)[0]!
+}
+
+export interface Footprint {
+  rssKiB: number
+  cpuPercentOfOneCore: number
+  windowMs: number
+}
+
+/**
+ * Settles, then measures RSS and CPU of several processes over the same idle window (CPU over
+ * it, RSS at its end), so whatever else the machine does during the window hits all of them.
+ */
+export async function idleFootprints(pids: number[], settleMs: number, windowMs: number): Promise<Footprint[]> {
+  await sleep(settleMs)
+  const startTicks = pids.map(cpuTicks)
+  const started = performance.now()
+  await sleep(windowMs)
+  const elapsedMs = performance.now() - started
+  return pids.map((pid, i) => ({
+    rssKiB: rssKiB(pid),
+    cpuPercentOfOneCore: (((cpuTicks(pid) - startTicks[i]!) / CLOCK_TICKS_PER_SECOND) * 1000 * 100) / elapsedMs,
+    windowMs: Math.round(elapsedMs),
+  }))
+}
+
+/** Runs argv (no shell) and returns its stdout; throws with its stderr when it fails. */
+export function sh(argv: string[]): string {
+  const res = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' })
+  if (res.error) throw new Error(`${argv.join(' ')}: ${res.error.message}`)
+  if (res.status !== 0) throw new Error(`${argv.join(' ')} failed (exit ${res.status ?? res.signal}): ${res.stderr.trim()}`)
+  return res.stdout
+}
+
+/** Names of the nft tables in the network namespace at nsPath. */
+export function nftTablesIn(nsPath: string): string[] {
+  return sh(['nsenter', `--net=${nsPath}`, '--', 'nft', 'list', 'tables'])
+    .split('\n')
+    .filter((l) => l.startsWith('table '))
+    .map((l) => l.split(' ').pop()!)
+}
+
 /** CPU time of its waited-for children: cutime + cstime (fields 16 and 17), in ticks. */
 export function childCpuTicks(pid: number | 'self'): number {
   const f = statFields(pid)
   return Number(f[16 - 3]) + Number(f[17 - 3])
+}
+
+/** Resumes first, so a process we stopped is never left stopped, then kills it. */
+export async function resumeAndKill(target: Started): Promise<void> {
+  if (!running(target)) return
+  try {
+    process.kill(target.pid, 'SIGCONT')
+    process.kill(target.pid, 'SIGKILL')
+  } catch {
+    /* already gone */
+  }
+  await target.exited
 }
 
 // ---- cleanup -------------------------------------------------------------------------------
@@ -194,6 +257,20 @@ export function track(child: ChildProcess, what: string): Started {
 }
 
 export const running = (s: Started) => s.child.exitCode === null && s.child.signalCode === null
+
+/**
+ * The baseline of every footprint figure: a bare `node -e "setInterval(()=>{},1000)"` with the
+ * given Node flags, killed by the cleanup.
+ */
+export function startBareNode(cleanup: Cleanup, nodeFlags: readonly string[] = []): Started {
+  const bareNode = track(spawn(process.execPath, [...nodeFlags, '-e', 'setInterval(()=>{},1000)'], { stdio: 'ignore' }), 'bare node')
+  cleanup.add('kill the bare node process', async () => {
+    if (!running(bareNode)) return
+    bareNode.child.kill('SIGKILL')
+    await bareNode.exited
+  })
+  return bareNode
+}
 
 export interface StartedAgent extends Started {
   url: string
@@ -371,6 +448,8 @@ export interface SimAgentOptions {
   labels?: Record<string, string>
   /** Default simCapabilities(). */
   capabilities?: ReturnType<typeof simCapabilities>
+  /** Called right after this agent answered an inject ('inject') or acknowledged a halt ('halt'). */
+  onAnswer?: (what: 'inject' | 'halt') => void
 }
 
 /**
@@ -405,14 +484,16 @@ export class SimAgent {
         } else if (m.type === 'inject') {
           const inj = simInjection(m.requestId!, 'active')
           this.open.set(inj.id, inj)
-          send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: inj, reason: 'apply', runId: m.runId })
+          // Like agent/link: the inject-result alone reports the apply (one answer per inject).
           send({ v: LINK_PROTOCOL_VERSION, type: 'inject-result', requestId: m.requestId, injections: [inj] })
           this.activeAt = performance.now()
+          opts.onAnswer?.('inject')
         } else if (m.type === 'halt' || m.type === 'recover') {
           for (const inj of this.open.values()) send({ v: LINK_PROTOCOL_VERSION, type: 'injection-update', injection: { ...inj, status: 'recovered' }, reason: m.type === 'halt' ? 'halt' : 'abort' })
           this.open.clear()
           send({ v: LINK_PROTOCOL_VERSION, type: 'ack', requestId: m.requestId })
           this.haltAt = performance.now()
+          if (m.type === 'halt') opts.onAnswer?.('halt')
         }
       })
     })

@@ -1,10 +1,11 @@
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 // The agent's own spawn helper: the baseline starts nsenter + nft exactly the way the agent does.
 import { run } from '../agent/exec.js'
+import { nftEnv } from '../agent/faults/shared/network.js'
 import {
   CLOCK_TICKS_PER_SECOND,
   agentClient,
@@ -24,6 +25,8 @@ import {
   withCleanup,
   type LatencySummary,
   type MachineInfo,
+  nftTablesIn,
+  sh,
 } from './lib.js'
 
 /**
@@ -48,10 +51,14 @@ export interface NetworkBenchOptions {
 export interface StepComparison {
   /** Through the agent: the HTTP request until its answer, client-side. */
   agent: LatencySummary
-  /** The bare nft command, spawned with nsenter the way the agent spawns it. */
+  /** The bare nft command, spawned with nsenter the way the agent spawns it (the caller's environment). */
   nft: LatencySummary
+  /** The same bare command with the environment the agent gives nft (nftEnv: glibc malloc tunables). */
+  nftAgentEnv: LatencySummary
   ratioMedian: number
   ratioP99: number
+  /** agent median / median of nft with the agent's environment. */
+  ratioMedianAgentEnv: number
   /** agent median - nft median: what the agent adds to the command it runs. */
   overheadMedianUs: number
 }
@@ -70,13 +77,14 @@ export interface NetworkLevelResult {
    * resolution is 1000 / CLK_TCK / rounds ms): the agent process itself, the nsenter + nft
    * children it ran, and the nsenter + nft children the baseline ran.
    */
-  cpuPerPairMs: { agentProcess: number; agentChildren: number; baselineChildren: number }
+  cpuPerPairMs: { agentProcess: number; agentChildren: number; baselineChildren: number; baselineAgentEnvChildren: number }
 }
 
 export interface Flatness {
   /** Median at the highest level / median at the lowest level. */
   agentMedian: number
   nftMedian: number
+  nftAgentEnvMedian: number
   agentP99: number
   nftP99: number
   /** Agent median minus nft median at the lowest and at the highest level (a difference, not a ratio). */
@@ -102,21 +110,6 @@ interface InjectionReply {
   id: string
   status: string
   plan: { table: string; script: string; steps: { phase: string; argv?: string[] }[] }
-}
-
-function sh(argv: string[]): string {
-  const res = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' })
-  if (res.error) throw new Error(`${argv.join(' ')}: ${res.error.message}`)
-  if (res.status !== 0) throw new Error(`${argv.join(' ')} failed (exit ${res.status ?? res.signal}): ${res.stderr.trim()}`)
-  return res.stdout
-}
-
-/** Names of the nft tables in the namespace. */
-function tablesIn(nsPath: string): string[] {
-  return sh(['nsenter', `--net=${nsPath}`, '--', 'nft', 'list', 'tables'])
-    .split('\n')
-    .filter((l) => l.startsWith('table '))
-    .map((l) => l.split(' ').pop()!)
 }
 
 /** A distinct /32 per pre-created injection: 10.200.1.1, 10.200.1.2, … (250 per /24). */
@@ -186,13 +179,13 @@ export async function runNetworkBench(opts: NetworkBenchOptions = {}): Promise<N
       return [t1 - t0, t2 - t1]
     }
 
-    async function baselineRound(): Promise<[number, number]> {
+    async function baselineRound(env?: NodeJS.ProcessEnv): Promise<[number, number]> {
       const name = baselineTable()
       const script = dry.plan.script.replaceAll(agentTable, name)
       const t0 = performance.now()
-      const created = await run(applyArgv!, { input: script })
+      const created = await run(applyArgv!, { input: script, ...(env ? { env } : {}) })
       const t1 = performance.now()
-      const deleted = await run(swapTable(recoverArgv!, name))
+      const deleted = await run(swapTable(recoverArgv!, name), env ? { env } : {})
       const t2 = performance.now()
       if (created.code !== 0) throw new Error(`${applyArgv!.join(' ')} failed: ${created.stderr.trim()}`)
       if (deleted.code !== 0) throw new Error(`nft delete table inet ${name} failed: ${deleted.stderr.trim()}`)
@@ -211,7 +204,7 @@ export async function runNetworkBench(opts: NetworkBenchOptions = {}): Promise<N
 
     async function checkLevel(n: number, when: string): Promise<void> {
       const active = (JSON.parse(await call('GET', '/v1/injections?status=active', 200)) as { injections: unknown[] }).injections.length
-      const tables = tablesIn(nsPath).length
+      const tables = nftTablesIn(nsPath).length
       if (active !== n || tables !== n) throw new Error(`${when}: expected ${n} active injections and nft tables, found ${active} and ${tables}`)
     }
 
@@ -221,15 +214,30 @@ export async function runNetworkBench(opts: NetworkBenchOptions = {}): Promise<N
       await raiseActiveTo(level)
       await checkLevel(level, `before level ${level}`)
 
-      const samples = { agentInject: [] as number[], agentRecover: [] as number[], nftInject: [] as number[], nftRecover: [] as number[] }
+      const samples = {
+        agentInject: [] as number[],
+        agentRecover: [] as number[],
+        nftInject: [] as number[],
+        nftRecover: [] as number[],
+        nftAgentEnvInject: [] as number[],
+        nftAgentEnvRecover: [] as number[],
+      }
+      const agentEnv = nftEnv()
+      // CPU of the baselines' children, per variant: ticks of this process's reaped children
+      // before and after each baseline round.
+      const baselineTicks = { nft: 0, nftAgentEnv: 0 }
       async function runRounds(n: number, record: boolean): Promise<void> {
+        const variants = ['agent', 'nft', 'nftAgentEnv'] as const
         for (let i = 0; i < n; i++) {
-          // Interleaved, and the order alternates each round, so drift and periodic noise hit
-          // the agent and the baseline alike.
-          const order = i % 2 === 0 ? (['agent', 'nft'] as const) : (['nft', 'agent'] as const)
+          // Interleaved, and the order rotates each round, so drift and periodic noise hit
+          // the agent and the baselines alike.
+          const order = variants.map((_, k) => variants[(i + k) % variants.length]!)
           for (const variant of order) {
-            const [inject, recover] = variant === 'agent' ? await agentRound() : await baselineRound()
+            const ticksBefore = childCpuTicks('self')
+            const [inject, recover] =
+              variant === 'agent' ? await agentRound() : await baselineRound(variant === 'nftAgentEnv' ? agentEnv : undefined)
             if (!record) continue
+            if (variant !== 'agent') baselineTicks[variant] += childCpuTicks('self') - ticksBefore
             samples[`${variant}Inject`].push(inject)
             samples[`${variant}Recover`].push(recover)
           }
@@ -239,36 +247,44 @@ export async function runNetworkBench(opts: NetworkBenchOptions = {}): Promise<N
       progress(`level ${level}: warm-up ${warmupRounds} rounds, then ${rounds} measured rounds`)
       await runRounds(warmupRounds, false)
       const before = parseHistograms(await call('GET', '/metrics', 200), 'network-partition')
-      const cpuBefore = [cpuTicks(agent.pid), childCpuTicks(agent.pid), childCpuTicks('self')]
+      const cpuBefore = [cpuTicks(agent.pid), childCpuTicks(agent.pid)]
       await runRounds(rounds, true)
-      const cpuAfter = [cpuTicks(agent.pid), childCpuTicks(agent.pid), childCpuTicks('self')]
+      const cpuAfter = [cpuTicks(agent.pid), childCpuTicks(agent.pid)]
       const after = parseHistograms(await call('GET', '/metrics', 200), 'network-partition')
-      const cpuMs = (i: number) => Math.round((((cpuAfter[i]! - cpuBefore[i]!) / CLOCK_TICKS_PER_SECOND) * 1000 * 100) / rounds) / 100
+      const perPairMs = (ticks: number) => Math.round(((ticks / CLOCK_TICKS_PER_SECOND) * 1000 * 100) / rounds) / 100
+      const cpuMs = (i: number) => perPairMs(cpuAfter[i]! - cpuBefore[i]!)
       await checkLevel(level, `after level ${level}`)
 
-      const compare = (agentMs: number[], nftMs: number[]): StepComparison => {
+      const compare = (agentMs: number[], nftMs: number[], nftAgentEnvMs: number[]): StepComparison => {
         const a = summarise(agentMs)
         const n = summarise(nftMs)
+        const e = summarise(nftAgentEnvMs)
         return {
           agent: a,
           nft: n,
+          nftAgentEnv: e,
           ratioMedian: ratio(a.medianUs, n.medianUs, 2),
           ratioP99: ratio(a.p99Us, n.p99Us, 2),
+          ratioMedianAgentEnv: ratio(a.medianUs, e.medianUs, 2),
           overheadMedianUs: Math.round((a.medianUs - n.medianUs) * 10) / 10,
         }
       }
       results.push({
         active: level,
-        inject: compare(samples.agentInject, samples.nftInject),
-        recover: compare(samples.agentRecover, samples.nftRecover),
+        inject: compare(samples.agentInject, samples.nftInject, samples.nftAgentEnvInject),
+        recover: compare(samples.agentRecover, samples.nftRecover, samples.nftAgentEnvRecover),
         agentInternal: { applyMeanUs: histogramMeanUs(before, after, 'apply'), recoverMeanUs: histogramMeanUs(before, after, 'recover') },
-        cpuPerPairMs: { agentProcess: cpuMs(0), agentChildren: cpuMs(1), baselineChildren: cpuMs(2) },
+        cpuPerPairMs: {
+          agentProcess: cpuMs(0),
+          agentChildren: cpuMs(1),
+          baselineChildren: perPairMs(baselineTicks.nft),
+          baselineAgentEnvChildren: perPairMs(baselineTicks.nftAgentEnv),
+        },
       })
     }
 
     // Take the pre-created injections back out through the API, one DELETE each, then stop the
-    // agent: the namespace must be empty. (A SIGTERM recovers them too, but the agent gives its
-    // shutdown 30 s, and with many tables in one namespace every nft call is slower.)
+    // agent: the namespace must be empty. (A SIGTERM recovers them too: bench/shutdown.ts times that.)
     progress(`recovering the ${activeIds.length} pre-created injections`)
     const recoverStarted = performance.now()
     while (activeIds.length > 0) {
@@ -279,7 +295,7 @@ export async function runNetworkBench(opts: NetworkBenchOptions = {}): Promise<N
     const recoverAllMs = performance.now() - recoverStarted
     if (agent.warnings.length > 0) progress(`the agent logged ${agent.warnings.length} warnings, e.g. ${agent.warnings[0]}`)
     await stopTheAgent()
-    const left = tablesIn(nsPath)
+    const left = nftTablesIn(nsPath)
     if (left.length > 0) throw new Error(`${left.length} nft tables are left in ${nsName} after recovery: ${left.slice(0, 3).join(', ')}`)
 
     const first = results[0]!
@@ -287,6 +303,7 @@ export async function runNetworkBench(opts: NetworkBenchOptions = {}): Promise<N
     const flat = (step: 'inject' | 'recover'): Flatness => ({
       agentMedian: ratio(last[step].agent.medianUs, first[step].agent.medianUs, 2),
       nftMedian: ratio(last[step].nft.medianUs, first[step].nft.medianUs, 2),
+      nftAgentEnvMedian: ratio(last[step].nftAgentEnv.medianUs, first[step].nftAgentEnv.medianUs, 2),
       agentP99: ratio(last[step].agent.p99Us, first[step].agent.p99Us, 2),
       nftP99: ratio(last[step].nft.p99Us, first[step].nft.p99Us, 2),
       agentOverheadMedianUs: [first[step].overheadMedianUs, last[step].overheadMedianUs],
@@ -323,6 +340,8 @@ export function formatNetworkResult(r: NetworkBenchResult): string {
         us(c.nft.p99Us),
         `${c.ratioMedian}×`,
         `${c.ratioP99}×`,
+        us(c.nftAgentEnv.medianUs),
+        `${c.ratioMedianAgentEnv}×`,
         signedUs(c.overheadMedianUs),
         us(step === 'inject' ? l.agentInternal.applyMeanUs : l.agentInternal.recoverMeanUs),
       ])
@@ -334,17 +353,22 @@ export function formatNetworkResult(r: NetworkBenchResult): string {
     formatMachine(r.machine),
     r.nftVersion,
     '',
-    table(['active', 'step', 'agent median', 'agent p99', 'nft median', 'nft p99', 'ratio median', 'ratio p99', 'agent - nft median', 'agent internal mean'], rows),
+    table(
+      ['active', 'step', 'agent median', 'agent p99', 'nft median', 'nft p99', 'ratio median', 'ratio p99', 'nft, agent env, median', 'ratio to it', 'agent - nft median', 'agent internal mean'],
+      rows,
+    ),
     '',
     'inject: POST /v1/injections until 201 (agent) vs nsenter --net=<ns> -- nft -f - with the same script (nft)',
     'recover: DELETE /v1/injections/<id> until 200 (agent) vs nsenter --net=<ns> -- nft delete table inet <t> (nft)',
+    "nft, agent env: the same bare commands with the environment the agent gives nft (GLIBC_TUNABLES from nftEnv)",
     '',
     table(
-      [`flatness: at ${f.to} active / at ${f.from} active`, 'agent median', 'nft median', 'agent p99', 'nft p99', `agent - nft median, ${f.from} → ${f.to}`],
+      [`flatness: at ${f.to} active / at ${f.from} active`, 'agent median', 'nft median', 'nft, agent env, median', 'agent p99', 'nft p99', `agent - nft median, ${f.from} → ${f.to}`],
       (['inject', 'recover'] as const).map((step) => [
         step,
         `${f[step].agentMedian}×`,
         `${f[step].nftMedian}×`,
+        `${f[step].nftAgentEnvMedian}×`,
         `${f[step].agentP99}×`,
         `${f[step].nftP99}×`,
         `${signedUs(f[step].agentOverheadMedianUs[0])} → ${signedUs(f[step].agentOverheadMedianUs[1])}`,
@@ -357,6 +381,7 @@ export function formatNetworkResult(r: NetworkBenchResult): string {
         ['agent process', ...r.levels.map((l) => `${l.cpuPerPairMs.agentProcess.toFixed(2)} ms`)],
         ["agent's nsenter + nft children", ...r.levels.map((l) => `${l.cpuPerPairMs.agentChildren.toFixed(2)} ms`)],
         ["baseline's nsenter + nft children", ...r.levels.map((l) => `${l.cpuPerPairMs.baselineChildren.toFixed(2)} ms`)],
+        ["baseline's children, agent env", ...r.levels.map((l) => `${l.cpuPerPairMs.baselineAgentEnvChildren.toFixed(2)} ms`)],
       ],
     ),
     `recovering the pre-created injections at the end (one DELETE after the other): ${(r.recoverPreCreatedMs / 1000).toFixed(1)} s`,

@@ -110,7 +110,12 @@ export const InjectResultSchema = Type.Object(
   { ...strict, title: 'inject-result' },
 )
 
-/** Sent whenever a lease-bound injection changes status, and for all of them after a reconnect. */
+/**
+ * Sent whenever a lease-bound injection changes status, and for all of them after a reconnect.
+ * An apply made while answering an `inject` is reported by that inject-result alone (each inject
+ * is answered once); agents before that change also sent this update for it, and the server
+ * takes either (the same state written twice changes nothing).
+ */
 export const InjectionUpdateSchema = Type.Object(
   {
     v,

@@ -234,6 +234,8 @@ export class Hub extends EventEmitter<HubEvents> {
     const decoded = decodeAgentMessage(data)
     if (!decoded.ok) return this.#violation(session, decoded.code, decoded.error, decoded.requestId)
     const message = decoded.message
+    // What this message writes joins the other messages of this turn in one commit.
+    this.#opts.store.batchTurn()
     if (session.phase === 'welcomed' && message.type !== 'hello') {
       return this.#violation(session, 'FAULTLINE_ERR_LINK_ORDER', `"${message.type}" before hello; the first message after welcome is hello`)
     }

@@ -95,6 +95,8 @@ export class Runs {
   readonly #o: RunsOptions
   readonly #log: Logger
   readonly #sweeper: NodeJS.Timeout
+  readonly #endChecks = new Set<string>()
+  #closed = false
 
   constructor(opts: RunsOptions) {
     this.#o = opts
@@ -106,6 +108,8 @@ export class Runs {
 
   close(): void {
     clearInterval(this.#sweeper)
+    this.#closed = true
+    this.#runEndChecks()
   }
 
   // ---- start -------------------------------------------------------------------------------
@@ -135,7 +139,7 @@ export class Runs {
         runId: running[0]!.id,
       })
     }
-    const matching = store.agents().filter((a) => matchesHosts(spec.hosts, a))
+    const matching = store.agentsBrief().filter((a) => matchesHosts(spec.hosts, a))
     const connected = matching.filter((a) => hub.isReady(a.id))
     if (connected.length === 0) {
       throw new FaultlineError(
@@ -275,16 +279,33 @@ export class Runs {
       else this.#o.event('record.failed', `run ${runId}: agent ${agentId} could not inject: ${reply.error.message}`, { runId, agentId, data: { code: reply.error.code } })
     }
     // Aborted (or halted) while the inject was under way: take back what it just applied.
-    const run = store.getRun(runId)
+    const run = store.runState(runId)
     const open = reply.injections.filter((i) => isOpenStatus(i.status)).map((i) => i.id)
-    if (run && (run.abortRequestedAt !== null || run.status !== 'running') && open.length > 0) this.#recover(agentId, { injectionIds: open })
-    this.#checkEnd(runId)
+    if (run && (run.abortRequested || run.status !== 'running') && open.length > 0) this.#recover(agentId, { injectionIds: open })
+    this.#checkEndSoon(runId)
+  }
+
+  /**
+   * #checkEnd once for every run that agents reported on in this event-loop turn: the answers
+   * of a large fleet arrive together, and counting a run's open records for each of them made
+   * the fan-out quadratic (docs/benchmarks.md, server fan-out).
+   */
+  #checkEndSoon(runId: string): void {
+    if (this.#closed) return this.#checkEnd(runId)
+    if (this.#endChecks.size === 0) setImmediate(() => this.#runEndChecks())
+    this.#endChecks.add(runId)
+  }
+
+  #runEndChecks(): void {
+    const runIds = [...this.#endChecks]
+    this.#endChecks.clear()
+    for (const id of runIds) this.#checkEnd(id)
   }
 
   /** Writes one injection's state into its record; a finished record never goes back. */
-  #apply(agentId: string, runId: string, requestId: string, injection: WireInjection, reason: UpdateReason | '', detail: string | undefined): boolean {
+  #apply(agentId: string, runId: string, requestId: string, injection: WireInjection, reason: UpdateReason | '', detail: string | undefined, found?: RecordRow): boolean {
     const { store } = this.#o
-    const existing = store.recordOfInjection(agentId, injection.id)
+    const existing = found ?? store.recordOfInjection(agentId, injection.id)
     const status = recordStatusOf(injection, reason)
     if (existing && TERMINAL_RECORD.has(existing.status)) return false
     let error = injection.error ?? null
@@ -315,7 +336,8 @@ export class Runs {
   #onUpdate(agentId: string, update: InjectionUpdate): void {
     const { store } = this.#o
     const injection = update.injection
-    const known = store.recordOfInjection(agentId, injection.id) ?? store.recordsOfRequest(agentId, injection.requestId)[0]
+    const exact = store.recordOfInjection(agentId, injection.id)
+    const known = exact ?? store.recordsOfRequest(agentId, injection.requestId)[0]
     if (!known) {
       this.#log.debug({ agentId, injectionId: injection.id }, 'update for an injection of no known run ignored')
       return
@@ -323,8 +345,8 @@ export class Runs {
     if (update.reason === 'guard' && injection.status === 'recovered') {
       this.#o.event('guard.failed', `run ${known.runId}: guard failed on ${agentId}: ${update.detail ?? ''}`, { runId: known.runId, agentId })
     }
-    this.#apply(agentId, known.runId, known.requestId, injection, update.reason, update.detail)
-    this.#checkEnd(known.runId)
+    this.#apply(agentId, known.runId, known.requestId, injection, update.reason, update.detail, exact)
+    this.#checkEndSoon(known.runId)
   }
 
   /**
@@ -411,10 +433,11 @@ export class Runs {
           .catch((err: Error) => ({ agent: agentId, ok: false, error: err.message })),
       ),
     )
+    const readySet = new Set(ready)
     const offline = store
-      .agents()
+      .agentsBrief()
       .map((a) => a.id)
-      .filter((id) => !ready.includes(id))
+      .filter((id) => !readySet.has(id))
     for (const run of runs) this.#checkEnd(run.id)
     return { agents, offline, runs: runs.map((r) => r.id) }
   }

@@ -115,8 +115,16 @@ export class Store {
   readonly path: string
   readonly db: Database.Database
   readonly #s: ReturnType<Store['prepare']>
+  readonly #onError: (err: Error) => void
+  #turnOpen = false
 
-  constructor(stateDir: string) {
+  /** `onError`: a batched commit that failed (its writes are rolled back); default: throw. */
+  constructor(stateDir: string, opts: { onError?: (err: Error) => void } = {}) {
+    this.#onError =
+      opts.onError ??
+      ((err) => {
+        throw err
+      })
     mkdirSync(stateDir, { recursive: true, mode: 0o700 })
     this.path = join(stateDir, 'server.sqlite')
     this.db = new Database(this.path)
@@ -146,6 +154,9 @@ export class Store {
     this.db.pragma('busy_timeout = 5000')
     this.db.pragma('foreign_keys = ON')
     this.migrate()
+    // Found by agent and injection on every answer: without it, each lookup walks every record
+    // the agent ever had (records_request leads with agent_id only). Not a schema change.
+    this.db.exec('CREATE INDEX IF NOT EXISTS records_injection ON records(agent_id, injection_id)')
     this.#s = this.prepare()
   }
 
@@ -267,6 +278,7 @@ export class Store {
     return {
       agentGet: db.prepare('SELECT * FROM agents WHERE id = ?'),
       agentAll: db.prepare('SELECT * FROM agents ORDER BY id'),
+      agentBriefAll: db.prepare('SELECT id, hostname, labels FROM agents ORDER BY id'),
       agentInsert: db.prepare('INSERT INTO agents (id, secret_hash, hostname, enrol_name, enrolled_at) VALUES (?, ?, ?, ?, ?)'),
       removedGet: db.prepare('SELECT * FROM removed_agents WHERE name = ?'),
       removedAll: db.prepare('SELECT * FROM removed_agents ORDER BY name'),
@@ -297,9 +309,16 @@ export class Store {
         ON CONFLICT(run_id, agent_id, injection_id) DO UPDATE SET target = excluded.target, target_key = excluded.target_key,
           status = excluded.status, reason = excluded.reason, error = excluded.error, updated_at = excluded.updated_at`),
       recByRun: db.prepare('SELECT * FROM records WHERE run_id = ? ORDER BY agent_id, seq'),
+      begin: db.prepare('BEGIN'),
+      commit: db.prepare('COMMIT'),
+      runState: db.prepare('SELECT status, abort_requested_at FROM runs WHERE id = ?'),
       recOpenCount: db.prepare("SELECT count(*) AS n FROM records WHERE run_id = ? AND status IN ('sent', 'active')"),
       recByRequest: db.prepare('SELECT * FROM records WHERE agent_id = ? AND request_id = ? ORDER BY seq'),
       recByInjection: db.prepare('SELECT * FROM records WHERE agent_id = ? AND injection_id = ?'),
+      recFillPlaceholder: db.prepare(`
+        UPDATE OR IGNORE records SET run_id = @runId, injection_id = @injectionId, target = @target, target_key = @targetKey, status = @status,
+          reason = @reason, error = @error, updated_at = @updatedAt
+        WHERE agent_id = @agentId AND request_id = @requestId AND injection_id = ''`),
       recPlaceholderDelete: db.prepare("DELETE FROM records WHERE agent_id = ? AND request_id = ? AND injection_id = ''"),
       recOpenByAgent: db.prepare(`
         SELECT records.* FROM records JOIN runs ON runs.id = records.run_id
@@ -342,6 +361,11 @@ export class Store {
 
   agents(): AgentRow[] {
     return (this.#s.agentAll.all() as RawAgent[]).map(decodeAgent)
+  }
+
+  /** Every agent's id, hostname and labels: what choosing hosts needs, without the inventories. */
+  agentsBrief(): Pick<AgentRow, 'id' | 'hostname' | 'labels'>[] {
+    return (this.#s.agentBriefAll.all() as Pick<RawAgent, 'id' | 'hostname' | 'labels'>[]).map((r) => ({ id: r.id, hostname: r.hostname, labels: JSON.parse(r.labels) as Record<string, string> }))
   }
 
   /** `name` is the one the agent asked to enrol under (its --name, default its hostname). */
@@ -426,6 +450,12 @@ export class Store {
     return r && decodeRun(r)
   }
 
+  /** A run's status and whether an abort was asked for, without decoding its spec: for every answer. */
+  runState(id: string): { status: RunStatus; abortRequested: boolean } | undefined {
+    const r = this.#s.runState.get(id) as { status: RunStatus; abort_requested_at: number | null } | undefined
+    return r && { status: r.status, abortRequested: r.abort_requested_at !== null }
+  }
+
   /**
    * Runs, newest first (by start, then insertion). `status`: open (pending, running) or finished
    * (the others); `before`: only runs that come after this run id in that order (paging).
@@ -487,6 +517,8 @@ export class Store {
    * the inject was sent (no injection id yet) gives way to one record per concrete target.
    */
   upsertRecord(r: Omit<RecordRow, 'seq'>): void {
+    // The common case, one statement: the placeholder becomes the record of its first target.
+    if (r.injectionId !== '' && this.#s.recFillPlaceholder.run({ ...r, error: r.error ? json(r.error) : null }).changes > 0) return
     this.db.transaction(() => {
       if (r.injectionId !== '') this.#s.recPlaceholderDelete.run(r.agentId, r.requestId)
       this.#insertRecord(r)
@@ -641,7 +673,36 @@ export class Store {
     return byAgent
   }
 
+  /**
+   * Joins the writes of this event-loop turn into one transaction, committed by setImmediate
+   * (or by flush(), before an HTTP answer goes out). The link calls it for every agent message:
+   * a thousand answers arriving together become one commit instead of a thousand (see
+   * docs/benchmarks.md, server fan-out). Reads on this connection see the uncommitted rows. A
+   * crash may lose the last turn's link writes; the agents' reconnect (outbox, hello.open and
+   * the sync that follows) brings them back, and their journals hold the truth anyway.
+   */
+  batchTurn(): void {
+    if (this.#turnOpen || !this.db.open || this.db.inTransaction) return
+    this.#s.begin.run()
+    this.#turnOpen = true
+    setImmediate(() => this.flush())
+  }
+
+  /** Commits the writes batched so far (no-op when none are). */
+  flush(): void {
+    if (!this.#turnOpen) return
+    this.#turnOpen = false
+    if (!this.db.open || !this.db.inTransaction) return
+    try {
+      this.#s.commit.run()
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK')
+      this.#onError(err as Error)
+    }
+  }
+
   close(): void {
+    this.flush()
     if (this.db.open) this.db.close()
   }
 }

@@ -7,9 +7,25 @@ import type { ResolvedTarget } from '../../protocol/target.js'
 
 /**
  * The write-ahead journal. Every injection and its plan are committed before anything touches
- * the host; the undo state right after apply. WAL + synchronous=FULL: a committed row survives
- * kill -9 of the agent and a power cut. better-sqlite3 is synchronous, so a method returning
- * means the row is on disk.
+ * the host; the undo state right after apply. better-sqlite3 is synchronous, so a method
+ * returning means the commit is in the WAL file: it survives kill -9 of the agent.
+ *
+ * Surviving a power cut (or a kernel crash) takes an fsync of the WAL, which is most of what a
+ * commit costs. Writes that carry what recovery needs are synced (synchronous = FULL): the
+ * pending row with its plan and undo state, any new undo state, recovered, failed, undone, notes
+ * and errors. Two status changes are not (synchronous = NORMAL: written, not fsynced): applying
+ * and recovering, and active too when apply returned the undo state the row already holds.
+ * Losing them in a power cut is harmless for three reasons:
+ * - reconcile at start undoes every row with needs_undo = 1 with the row's undo state, whatever
+ *   its status (pending, applying, active, recovering), and every undo is idempotent;
+ * - the WAL is a log: a torn or lost commit loses it and every later one, never an earlier one
+ *   (frames are checksummed), and every synced commit fsyncs all the commits before it;
+ * - the commits that must not be lost are synced before anything depends on them: the pending
+ *   row before the host is touched, new undo state before the client hears "active", recovered
+ *   before the client hears "recovered" (after that others may change the target, and a repeated
+ *   undo would act on their state, not ours).
+ * synchronous = NORMAL is never the default here: in WAL mode it syncs only at checkpoints, so a
+ * commit answered to a client could vanish with the power.
  */
 export interface JournalRow {
   seq: number
@@ -38,6 +54,8 @@ export interface JournalRow {
   notes: string[]
   origin: unknown
 }
+
+export type JournalHead = Pick<JournalRow, 'status' | 'needsUndo' | 'targetKey' | 'expiresAt'>
 
 export type NewJournalRow = Omit<JournalRow, 'seq' | 'updatedAt' | 'recoveredAt' | 'error' | 'notes' | 'needsUndo' | 'status'>
 
@@ -73,6 +91,10 @@ export class Journal {
   readonly path: string
   readonly #db: Database.Database
   readonly #stmts: ReturnType<Journal['prepare']>
+  /** The synchronous level of the connection now; switched only when a write needs the other. */
+  #synced = true
+  #commits = 0
+  #syncedCommits = 0
 
   constructor(stateDir: string) {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 })
@@ -135,6 +157,11 @@ export class Journal {
         VALUES (@id, @requestId, @requestHash, @kind, 'pending', @fault, @target, @resolved, @targetKey,
           @plan, @state, @duration, @durationMs, @recoverable, @createdAt, @expiresAt, @createdAt, 1, @origin)`),
       get: db.prepare('SELECT * FROM injections WHERE id = ?'),
+      getState: db.prepare('SELECT state FROM injections WHERE id = ?'),
+      head: db.prepare('SELECT status, needs_undo, target_key, expires_at FROM injections WHERE id = ?'),
+      openIdsOnKey: db.prepare(
+        "SELECT id FROM injections WHERE needs_undo = 1 AND status != 'failed' AND kind = ? AND target_key = ? ORDER BY seq",
+      ),
       byRequest: db.prepare('SELECT * FROM injections WHERE request_id = ? ORDER BY seq'),
       list: db.prepare('SELECT * FROM injections ORDER BY seq DESC LIMIT ?'),
       listByStatus: db.prepare('SELECT * FROM injections WHERE status = ? ORDER BY seq DESC LIMIT ?'),
@@ -158,10 +185,35 @@ export class Journal {
     }
   }
 
-  /** Commits all rows of one request in one transaction, as 'pending' with needs_undo = 1. */
+  /** Commits so far (each write method is one commit), for the benchmark and the no-growth test. */
+  get commits(): number {
+    return this.#commits
+  }
+
+  /** Of `commits`, those fsynced before returning (synchronous = FULL). */
+  get syncedCommits(): number {
+    return this.#syncedCommits
+  }
+
+  /**
+   * Runs one commit, fsynced or not. The pragma is a property of the connection that SQLite
+   * applies when the statement is compiled, so it is set through exec, not a prepared statement.
+   */
+  #commit<T>(synced: boolean, write: () => T): T {
+    if (synced !== this.#synced) {
+      this.#db.exec(synced ? 'PRAGMA synchronous = FULL' : 'PRAGMA synchronous = NORMAL')
+      this.#synced = synced
+    }
+    const result = write()
+    this.#commits++
+    if (synced) this.#syncedCommits++
+    return result
+  }
+
+  /** Commits all rows of one request in one transaction, as 'pending' with needs_undo = 1. Synced. */
   insertPending(rows: NewJournalRow[]): void {
     const insert = this.#stmts.insert
-    this.#db.transaction((all: NewJournalRow[]) => {
+    this.#commit(true, () => this.#db.transaction((all: NewJournalRow[]) => {
       for (const r of all) {
         insert.run({
           id: r.id,
@@ -182,12 +234,18 @@ export class Journal {
           origin: r.origin === undefined ? null : JSON.stringify(r.origin),
         })
       }
-    })(rows)
+    })(rows))
   }
 
   get(id: string): JournalRow | undefined {
     const raw = this.#stmts.get.get(id) as RawRow | undefined
     return raw && decode(raw)
+  }
+
+  /** The few columns the lifecycle checks on every step, without decoding the whole row. */
+  head(id: string): JournalHead | undefined {
+    const raw = this.#stmts.head.get(id) as { status: string; needs_undo: number; target_key: string; expires_at: number } | undefined
+    return raw && { status: raw.status as InjectionStatus, needsUndo: raw.needs_undo === 1, targetKey: raw.target_key, expiresAt: raw.expires_at }
   }
 
   byRequest(requestId: string): JournalRow[] {
@@ -208,47 +266,73 @@ export class Journal {
     return (this.#stmts.openOnKey.all(kind, targetKey) as RawRow[]).map(decode)
   }
 
+  /** The ids of openOnTarget, oldest first, without decoding the rows. */
+  openIdsOnTarget(kind: string, targetKey: string): string[] {
+    return (this.#stmts.openIdsOnKey.all(kind, targetKey) as { id: string }[]).map((r) => r.id)
+  }
+
   countOpenByKind(): Map<string, number> {
     const rows = this.#stmts.countOpenByKind.all() as { kind: string; n: number }[]
     return new Map(rows.map((r) => [r.kind, r.n]))
   }
 
   setStatus(id: string, status: InjectionStatus): void {
-    this.#stmts.setStatus.run(status, Date.now(), id)
+    this.#commit(true, () => this.#stmts.setStatus.run(status, Date.now(), id))
   }
 
+  /**
+   * About to apply: not synced. A power cut that loses it leaves the row pending, which
+   * reconcile undoes exactly as it undoes an applying one (kill -9 does not lose it).
+   */
+  markApplying(id: string): void {
+    this.#commit(false, () => this.#stmts.setStatus.run('applying', Date.now(), id))
+  }
+
+  /** About to undo: not synced. A power cut that loses it leaves the row active: undone at start. */
+  markRecovering(id: string): void {
+    this.#commit(false, () => this.#stmts.setStatus.run('recovering', Date.now(), id))
+  }
+
+  /** Undo state recorded during apply (a checkpoint): synced, the apply goes on relying on it. */
   setState(id: string, state: unknown): void {
-    this.#stmts.setState.run(JSON.stringify(state), Date.now(), id)
+    this.#commit(true, () => this.#stmts.setState.run(JSON.stringify(state), Date.now(), id))
   }
 
+  /**
+   * Applied, with the undo state apply returned. Synced only when that state differs from the
+   * one already in the row: otherwise a power cut that loses this commit leaves a pending or
+   * applying row with the very same undo state, which reconcile undoes just the same.
+   */
   markActive(id: string, state: unknown): void {
-    this.#stmts.activate.run(JSON.stringify(state), Date.now(), id)
+    const json = JSON.stringify(state)
+    const stored = this.#stmts.getState.get(id) as { state: string | null } | undefined
+    this.#commit(stored?.state !== json, () => this.#stmts.activate.run(json, Date.now(), id))
   }
 
-  /** Recovered: nothing of it is on the host any more; a previous recovery error is cleared. */
+  /** Recovered: nothing of it is on the host any more; a previous recovery error is cleared. Synced. */
   markRecovered(id: string): void {
     const now = Date.now()
-    this.#stmts.recovered.run(now, now, id)
+    this.#commit(true, () => this.#stmts.recovered.run(now, now, id))
   }
 
   markFailed(id: string, error: { code: string; message: string }): void {
-    this.#stmts.failed.run(JSON.stringify(error), Date.now(), id)
+    this.#commit(true, () => this.#stmts.failed.run(JSON.stringify(error), Date.now(), id))
   }
 
   /** The host carries nothing of this injection any more (used for failed injections). */
   markUndone(id: string): void {
     const now = Date.now()
-    this.#stmts.undone.run(now, now, id)
+    this.#commit(true, () => this.#stmts.undone.run(now, now, id))
   }
 
   setError(id: string, error: { code: string; message: string } | null): void {
-    this.#stmts.setError.run(error === null ? null : JSON.stringify(error), Date.now(), id)
+    this.#commit(true, () => this.#stmts.setError.run(error === null ? null : JSON.stringify(error), Date.now(), id))
   }
 
   addNote(id: string, note: string): void {
     const row = this.get(id)
     if (!row) return
-    this.#stmts.setNotes.run(JSON.stringify([...row.notes, note]), Date.now(), id)
+    this.#commit(true, () => this.#stmts.setNotes.run(JSON.stringify([...row.notes, note]), Date.now(), id))
   }
 
   close(): void {

@@ -26,6 +26,11 @@ export class DeadlineScheduler {
     if (this.#due.size === 0) this.#disarm()
   }
 
+  /** Deadlines scheduled now. */
+  get size(): number {
+    return this.#due.size
+  }
+
   has(id: string): boolean {
     return this.#due.has(id)
   }

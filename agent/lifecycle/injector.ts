@@ -68,6 +68,22 @@ export interface InjectorOptions {
   policy?: HostPolicyCheck
 }
 
+export interface InjectorStats {
+  /** Targets with work queued or running on the keyed lock. */
+  lockedTargets: number
+  /** Injections with a deadline (or a recovery retry) scheduled. */
+  deadlines: number
+  /** Injections whose recovery failed and is being retried. */
+  retries: number
+  /** Claims held by open injections (see PlanBase.claims). */
+  claims: number
+  /** Create requests still running. */
+  inflight: number
+  /** Journal commits since the agent started, and those of them fsynced. */
+  journalCommits: number
+  journalSyncedCommits: number
+}
+
 export interface CreateResult {
   /** false when an identical request with the same id had already been taken (idempotent replay). */
   created: boolean
@@ -140,6 +156,23 @@ export class Injector {
 
   get closing(): boolean {
     return this.#closing
+  }
+
+  /**
+   * What the injector holds in memory per injection, and the journal's commits so far: each
+   * structure is back to its starting size once nothing is open (test/agent/no-growth.test.ts),
+   * and commits per inject/recover pair are what the journal costs (bench, docs/benchmarks.md).
+   */
+  get stats(): InjectorStats {
+    return {
+      lockedTargets: this.#lock.size,
+      deadlines: this.#deadlines.size,
+      retries: this.#retryAttempts.size,
+      claims: this.#claims.size,
+      inflight: this.#inflight.size,
+      journalCommits: this.#journal.commits,
+      journalSyncedCommits: this.#journal.syncedCommits,
+    }
   }
 
   #claimsOf(row: { plan: Plan }): string[] {
@@ -333,7 +366,7 @@ export class Injector {
       throw new FaultlineError('FAULTLINE_ERR_TARGET_GONE', gone[0]!.message, { injections: rows.map((r) => this.get(r.id)) })
     }
     for (const row of rows) {
-      const current = this.#journal.get(row.id)
+      const current = this.#journal.head(row.id)
       if (current?.status === 'active') this.#deadlines.set(row.id, current.expiresAt)
     }
     return rows.map((r) => this.get(r.id))
@@ -357,8 +390,8 @@ export class Injector {
     await this.#lock.run(row.targetKey, async () => {
       // A halt or DELETE may have recovered this injection while earlier targets of the same
       // request were being applied: then it must not be applied at all.
-      if (this.#journal.get(row.id)?.status !== 'pending') return
-      this.#journal.setStatus(row.id, 'applying')
+      if (this.#journal.head(row.id)?.status !== 'pending') return
+      this.#journal.markApplying(row.id)
       this.#changed(row.id, 'apply')
       const started = performance.now()
       try {
@@ -430,12 +463,12 @@ export class Injector {
   }
 
   #checkExclusive(kind: string, target: ResolvedTarget): void {
-    const busy = this.#journal.openOnTarget(kind, targetKey(target))
+    const busy = this.#journal.openIdsOnTarget(kind, targetKey(target))
     if (busy.length > 0) {
       throw new FaultlineError(
         'FAULTLINE_ERR_TARGET_BUSY',
-        `${describeTarget(target)} already has ${kind} injection "${busy[0]!.id}"; recover it first`,
-        { injectionIds: busy.map((b) => b.id) },
+        `${describeTarget(target)} already has ${kind} injection "${busy[0]!}"; recover it first`,
+        { injectionIds: busy },
       )
     }
   }
@@ -502,7 +535,7 @@ export class Injector {
 
   /** Recovers one injection. Idempotent: a recovered injection is returned as it is. */
   async recover(id: string, reason: RecoverReason): Promise<Injection> {
-    if (!this.#journal.get(id)) throw new FaultlineError('FAULTLINE_ERR_NOT_FOUND', `no injection with id "${id}"`)
+    if (!this.#journal.head(id)) throw new FaultlineError('FAULTLINE_ERR_NOT_FOUND', `no injection with id "${id}"`)
     await this.#undo(id, reason)
     return this.get(id)
   }
@@ -567,7 +600,7 @@ export class Injector {
   }
 
   #undo(id: string, reason: RecoverReason): Promise<void> {
-    const row = this.#journal.get(id)
+    const row = this.#journal.head(id)
     if (!row) return Promise.resolve()
     return this.#lock.run(row.targetKey, () => this.#undoLocked(id, reason))
   }
@@ -579,7 +612,7 @@ export class Injector {
     const log = this.#log.child({ injectionId: id, kind: row.kind, target: row.targetKey })
     const wasFailed = row.status === 'failed'
     if (!wasFailed) {
-      this.#journal.setStatus(id, 'recovering')
+      this.#journal.markRecovering(id)
       this.#changed(id, reason)
     }
     const started = performance.now()

@@ -74,6 +74,8 @@ export class AgentLink {
    * Updates of finished injections are kept for OUTBOX_TTL_MS.
    */
   readonly #outbox = new Map<string, { message: AgentMessage; at: number; terminal: boolean }>()
+  /** Request ids (body.id) whose inject is being applied now: their inject-result is on its way. */
+  readonly #answering = new Set<string>()
   /** Detail to attach to the next update of an injection (why the lease or a guard recovered it). */
   readonly #details = new Map<string, string>()
   readonly #inflight = new Map<string, Promise<AgentMessage>>()
@@ -401,7 +403,10 @@ export class AgentLink {
           }
         }
       }
-      const { injections } = await this.#opts.injector.create({ ...message.body, id: message.body.id ?? message.requestId }, origin)
+      const id = message.body.id ?? message.requestId
+      // The inject-result carries what this request applied: no separate apply update for it.
+      this.#answering.add(id)
+      const { injections } = await this.#opts.injector.create({ ...message.body, id }, origin).finally(() => this.#answering.delete(id))
       if (!message.body.dryRun && message.runId && message.guards && message.guards.length > 0 && injections.some((i) => isOpenStatus(i.status))) {
         this.#startGuards(message.runId, message.guards)
       }
@@ -510,7 +515,10 @@ export class AgentLink {
     this.#outbox.delete(injection.id)
     this.#outbox.set(injection.id, { message: update, at: Date.now(), terminal })
     if (this.#outbox.size > OUTBOX_LIMIT) this.#outbox.delete(this.#outbox.keys().next().value!)
-    if (this.#state === 'ready') this.#send(update)
+    // An apply under an inject still being answered is reported by its inject-result, once
+    // (the outbox keeps the update for a reconnect, in case that answer is lost).
+    const answered = reason === 'apply' && this.#answering.has(injection.requestId)
+    if (this.#state === 'ready' && !answered) this.#send(update)
     if (terminal && origin.runId && this.#guards.has(origin.runId)) {
       const stillOpen = this.#opts.injector.openWithOrigin().some((o) => o.origin?.runId === origin.runId)
       if (!stillOpen) {

@@ -1,7 +1,5 @@
 import { existsSync, statSync } from 'node:fs'
-import * as grpc from '@grpc/grpc-js'
-import protobuf from 'protobufjs'
-import { Client } from 'undici'
+import type * as grpc from '@grpc/grpc-js'
 import type { RuntimeName } from './cgroups.js'
 
 /**
@@ -49,6 +47,8 @@ interface Answer {
 
 /** One GET on a fresh connection to the socket; any HTTP status resolves. */
 async function request(socketPath: string, path: string): Promise<Answer> {
+  // undici is loaded at the first runtime request, like gRPC below: an idle agent does not need it.
+  const { Client } = await import('undici')
   const client = new Client('http://localhost', { socketPath, headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, connectTimeout: TIMEOUT_MS })
   try {
     const res = await client.request({ method: 'GET', path, headers: { host: 'localhost' } })
@@ -112,42 +112,53 @@ export async function listEngineContainers(socketPath: string, opts: { libpodFir
 // ---- containerd gRPC API ---------------------------------------------------------------------------
 
 /**
- * The subset of containerd's API (api/services/{containers,namespaces}/v1/*.proto) we read;
- * field numbers are containerd's. Unknown fields are skipped by the decoder.
+ * gRPC and protobufjs are loaded at the first containerd lookup, not at start: together they
+ * are ~14 MiB of an idle agent's RSS, and most hosts never need them (issue 18).
  */
-const containerdProto = protobuf.parse(`
-syntax = "proto3";
-package containerd.services.containers.v1;
-message Container { string id = 1; map<string, string> labels = 2; string image = 3; }
-message ListContainersRequest { repeated string filters = 1; }
-message ListContainersResponse { repeated Container containers = 1; }
-message Namespace { string name = 1; map<string, string> labels = 2; }
-message ListNamespacesRequest { string filter = 1; }
-message ListNamespacesResponse { repeated Namespace namespaces = 1; }
-`).root
+let containerd: Promise<{ grpc: typeof grpc; Client: grpc.ServiceClientConstructor }> | undefined
 
-function unaryMethod(path: string, req: string, res: string): grpc.MethodDefinition<object, object> {
-  const reqType = containerdProto.lookupType(req)
-  const resType = containerdProto.lookupType(res)
-  return {
-    path,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: (v: object) => Buffer.from(reqType.encode(reqType.fromObject(v)).finish()),
-    requestDeserialize: (b: Buffer) => reqType.toObject(reqType.decode(b)),
-    responseSerialize: (v: object) => Buffer.from(resType.encode(resType.fromObject(v)).finish()),
-    responseDeserialize: (b: Buffer) => resType.toObject(resType.decode(b), { defaults: true }),
-  }
+function loadContainerd() {
+  containerd ??= (async () => {
+    const [grpcModule, { default: protobufjs }] = await Promise.all([import('@grpc/grpc-js'), import('protobufjs')])
+    // The subset of containerd's API (api/services/{containers,namespaces}/v1/*.proto) we read;
+    // field numbers are containerd's. Unknown fields are skipped by the decoder.
+    const containerdProto = protobufjs.parse(`
+    syntax = "proto3";
+    package containerd.services.containers.v1;
+    message Container { string id = 1; map<string, string> labels = 2; string image = 3; }
+    message ListContainersRequest { repeated string filters = 1; }
+    message ListContainersResponse { repeated Container containers = 1; }
+    message Namespace { string name = 1; map<string, string> labels = 2; }
+    message ListNamespacesRequest { string filter = 1; }
+    message ListNamespacesResponse { repeated Namespace namespaces = 1; }
+    `).root
+
+    function unaryMethod(path: string, req: string, res: string): grpc.MethodDefinition<object, object> {
+      const reqType = containerdProto.lookupType(req)
+      const resType = containerdProto.lookupType(res)
+      return {
+        path,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (v: object) => Buffer.from(reqType.encode(reqType.fromObject(v)).finish()),
+        requestDeserialize: (b: Buffer) => reqType.toObject(reqType.decode(b)),
+        responseSerialize: (v: object) => Buffer.from(resType.encode(resType.fromObject(v)).finish()),
+        responseDeserialize: (b: Buffer) => resType.toObject(resType.decode(b), { defaults: true }),
+      }
+    }
+
+    const containerdService = {
+      listNamespaces: unaryMethod('/containerd.services.namespaces.v1.Namespaces/List', 'ListNamespacesRequest', 'ListNamespacesResponse'),
+      listContainers: unaryMethod('/containerd.services.containers.v1.Containers/List', 'ListContainersRequest', 'ListContainersResponse'),
+    }
+    const ContainerdClient = grpcModule.makeGenericClientConstructor(containerdService, 'Containerd')
+    return { grpc: grpcModule, Client: ContainerdClient }
+  })()
+  return containerd
 }
 
-const containerdService = {
-  listNamespaces: unaryMethod('/containerd.services.namespaces.v1.Namespaces/List', 'ListNamespacesRequest', 'ListNamespacesResponse'),
-  listContainers: unaryMethod('/containerd.services.containers.v1.Containers/List', 'ListContainersRequest', 'ListContainersResponse'),
-}
-const ContainerdClient = grpc.makeGenericClientConstructor(containerdService, 'Containerd')
-
-function call<T>(client: grpc.Client, method: keyof typeof containerdService, req: object, namespace?: string): Promise<T> {
-  const metadata = new grpc.Metadata()
+function call<T>(grpcModule: typeof grpc, client: grpc.Client, method: 'listNamespaces' | 'listContainers', req: object, namespace?: string): Promise<T> {
+  const metadata = new grpcModule.Metadata()
   if (namespace) metadata.set('containerd-namespace', namespace)
   return new Promise((resolve, reject) => {
     const fn = (client as unknown as Record<string, Function>)[method]!.bind(client)
@@ -161,12 +172,13 @@ function call<T>(client: grpc.Client, method: keyof typeof containerdService, re
  * name in the "nerdctl/name" label.
  */
 export async function listContainerdContainers(socketPath: string, namespaces?: readonly string[]): Promise<RuntimeContainer[]> {
-  const client = new ContainerdClient(`unix://${socketPath}`, grpc.credentials.createInsecure())
+  const { grpc: grpcModule, Client } = await loadContainerd()
+  const client = new Client(`unix://${socketPath}`, grpcModule.credentials.createInsecure())
   try {
-    const names = namespaces ?? (await call<{ namespaces: { name: string }[] }>(client, 'listNamespaces', {})).namespaces.map((ns) => ns.name)
+    const names = namespaces ?? (await call<{ namespaces: { name: string }[] }>(grpcModule, client, 'listNamespaces', {})).namespaces.map((ns) => ns.name)
     const lists = await Promise.all(
       names.map(async (namespace) => {
-        const { containers } = await call<{ containers: { id: string; labels: Record<string, string>; image: string }[] }>(client, 'listContainers', {}, namespace)
+        const { containers } = await call<{ containers: { id: string; labels: Record<string, string>; image: string }[] }>(grpcModule, client, 'listContainers', {}, namespace)
         return containers.map((c): RuntimeContainer => {
           const labels = c.labels ?? {}
           const name = labels['nerdctl/name']

@@ -63,3 +63,45 @@ t.test('a journal from a newer agent is refused, not misread', async (t) => {
   raw.close()
   t.throws(() => new Journal(dir), /newer than this agent/)
 })
+
+t.test('what recovery needs is fsynced; status-only steps it undoes the same either way are not', async (t) => {
+  const j = new Journal(tmpDir(t))
+  t.teardown(() => j.close())
+  const undo = { pid: 10, startTime: 5, comm: 'sleep' }
+  const step = (what: string, write: () => void, synced: boolean) => {
+    const before = { commits: j.commits, synced: j.syncedCommits }
+    write()
+    t.equal(j.commits - before.commits, 1, `${what}: one commit`)
+    t.equal(j.syncedCommits - before.synced, synced ? 1 : 0, `${what}: ${synced ? 'fsynced' : 'not fsynced'}`)
+  }
+  step('pending rows', () => j.insertPending([row('a'), row('b', { targetKey: 'process:11:6' })]), true)
+  step('applying', () => j.markApplying('a'), false)
+  step('active with the undo state the row already holds', () => j.markActive('a', undo), false)
+  step('recovering', () => j.markRecovering('a'), false)
+  step('recovered', () => j.markRecovered('a'), true)
+  step('a checkpoint of new undo state', () => j.setState('b', { ...undo, extra: 1 }), true)
+  step('active with undo state the row does not hold yet', () => j.markActive('b', { ...undo, extra: 2 }), true)
+  step('failed', () => j.markFailed('b', { code: 'FAULTLINE_ERR_APPLY_FAILED', message: 'x' }), true)
+  step('undone', () => j.markUndone('b'), true)
+  t.same(j.get('a')!.status, 'recovered')
+  t.same(j.get('b')!.state, { ...undo, extra: 2 })
+  t.same(j.head('a'), { status: 'recovered', needsUndo: false, targetKey: 'process:10:5', expiresAt: 31_000 })
+  t.equal(j.head('nope'), undefined)
+})
+
+t.test('rows written without an fsync are in the file for the next agent (kill -9 loses none of them)', async (t) => {
+  const dir = tmpDir(t)
+  const j = new Journal(dir)
+  j.insertPending([row('a')])
+  j.markApplying('a')
+  // No close: a second connection, as the next agent would open after a crash, reads the WAL.
+  const next = new Journal(dir)
+  t.teardown(() => {
+    next.close()
+    j.close()
+  })
+  t.equal(next.get('a')!.status, 'applying')
+  j.markActive('a', { pid: 10, startTime: 5, comm: 'sleep' })
+  t.equal(next.get('a')!.status, 'active')
+  t.same(next.openIdsOnTarget('process-stop', 'process:10:5'), ['a'])
+})
