@@ -1,4 +1,5 @@
 import { hostname } from 'node:os'
+import { setFlagsFromString } from 'node:v8'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import closeWithGrace from 'close-with-grace'
@@ -22,6 +23,7 @@ export type { AgentConfig } from './config.js'
  * the next start recovers them before the API answers.
  */
 export async function startAgent(config: AgentConfig): Promise<void> {
+  keepYoungGenerationSmall()
   const listen = parseAgentListen(config.listen ?? `unix:${defaultAgentSocket(config.stateDir)}`)
   checkTlsPair(config)
   if ('unix' in listen) {
@@ -114,6 +116,23 @@ export async function startAgent(config: AgentConfig): Promise<void> {
  * The chaosd-compatible listeners (agent/chaosd): HTTPS when configured, and plain HTTP, which
  * then answers only /api/system/* as chaosd's does. Both share the agent's Injector.
  */
+/**
+ * The agent idles for hours between short bursts of requests. In a burst V8 doubles its young
+ * generation up to 2 × 16 MiB and keeps it committed for good (no idle GC gives it back), which
+ * was most of the agent's RSS growth after 1000 inject/recover pairs. With a growth factor of 1
+ * the semi-spaces stay at their initial 1 MiB: a burst costs more scavenges of a small live set
+ * instead (docs/benchmarks.md, "Agent idle footprint", measures both sides). Set at run time, so
+ * it holds however the agent is started (unit, package, npm start); V8 reads the flag each time
+ * it considers growing the young generation. A Node whose V8 froze its flags keeps its default.
+ */
+function keepYoungGenerationSmall(): void {
+  try {
+    setFlagsFromString('--semi-space-growth-factor=1')
+  } catch {
+    /* flags frozen: V8's default growth */
+  }
+}
+
 async function listenChaosd(
   chaosd: ChaosdListeners,
   tls: ReturnType<typeof readTlsFiles>,

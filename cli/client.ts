@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { Agent, request, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { FaultlineError, isFaultlineError, type ErrorCode } from '../protocol/errors.js'
 
 export interface ClientOptions {
@@ -34,7 +34,9 @@ export class AgentError extends FaultlineError {
 export class AgentClient {
   readonly url: string
   readonly #token: string | undefined
-  readonly #dispatcher: Dispatcher | undefined
+  /** What the dispatcher connects with (none: undici's global one); made at the first call. */
+  readonly #connect: Record<string, unknown> | undefined
+  #dispatcher: Dispatcher | undefined
   readonly #timeoutMs: number
   readonly #peer: 'agent' | 'server'
   readonly #socketPath: string | undefined
@@ -50,15 +52,14 @@ export class AgentClient {
     this.#peer = opts.peer ?? 'agent'
     if (this.url.startsWith('unix:')) {
       this.#socketPath = this.url.slice('unix:'.length)
-      this.#dispatcher = new Agent({ connect: { socketPath: this.#socketPath } })
+      this.#connect = { socketPath: this.#socketPath }
     } else if (opts.tlsCa || opts.tlsCert) {
-      this.#dispatcher = new Agent({
-        connect: {
-          ...(opts.tlsCa ? { ca: readFileSync(opts.tlsCa) } : {}),
-          ...(opts.tlsCert ? { cert: readFileSync(opts.tlsCert) } : {}),
-          ...(opts.tlsKey ? { key: readFileSync(opts.tlsKey) } : {}),
-        },
-      })
+      // Read now, so a missing file is reported before anything is sent.
+      this.#connect = {
+        ...(opts.tlsCa ? { ca: readFileSync(opts.tlsCa) } : {}),
+        ...(opts.tlsCert ? { cert: readFileSync(opts.tlsCert) } : {}),
+        ...(opts.tlsKey ? { key: readFileSync(opts.tlsKey) } : {}),
+      }
     }
   }
 
@@ -69,6 +70,10 @@ export class AgentClient {
     if (body !== undefined) headers['content-type'] = raw ? raw.contentType : 'application/json'
     let res: Dispatcher.ResponseData
     try {
+      // undici is loaded at the first call, not at start-up: `faultline agent` and `faultline
+      // server` share this entry point and never call (docs/benchmarks.md, agent footprint).
+      const { Agent, request } = await import('undici')
+      if (this.#connect && !this.#dispatcher) this.#dispatcher = new Agent({ connect: this.#connect })
       res = await request((this.#socketPath ? 'http://localhost' : this.url) + path, {
         method,
         headers,

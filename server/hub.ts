@@ -73,9 +73,12 @@ class Session {
     readonly counters: LinkCounters | undefined,
   ) {}
 
-  send(message: ServerMessage): void {
+  /** `frame`: the message already serialized, when the same one goes to many agents (halt, lease). */
+  send(message: ServerMessage, frame?: Buffer): void {
     if (this.socket.readyState !== this.socket.OPEN) return
-    this.socket.send(JSON.stringify(message))
+    // A Buffer goes out as a text frame, as the string would (the protocol is JSON text).
+    if (frame) this.socket.send(frame, { binary: false })
+    else this.socket.send(JSON.stringify(message))
     this.counters?.messageOut()
   }
 }
@@ -331,7 +334,7 @@ export class Hub extends EventEmitter<HubEvents> {
   // ---- commands ------------------------------------------------------------------------------
 
   /** Sends a command with a requestId and resolves with the agent's inject-result or ack. */
-  request(agentId: string, message: Extract<ServerMessage, { requestId: string }>, timeoutMs: number): Promise<Reply> {
+  request(agentId: string, message: Extract<ServerMessage, { requestId: string }>, timeoutMs: number, frame?: Buffer): Promise<Reply> {
     const session = this.#sessions.get(agentId)
     if (!session || session.phase === 'welcomed') {
       return Promise.reject(new FaultlineError('FAULTLINE_ERR_AGENT_OFFLINE', `agent ${agentId} is not connected`))
@@ -347,7 +350,7 @@ export class Hub extends EventEmitter<HubEvents> {
         reject(new FaultlineError('FAULTLINE_ERR_LINK_TIMEOUT', `agent ${agentId} did not answer ${message.type} ${message.requestId} within ${timeoutMs} ms`))
       }, timeoutMs)
       session.pending.set(message.requestId, { resolve, reject, timer })
-      session.send(message)
+      session.send(message, frame)
     })
   }
 
@@ -355,6 +358,8 @@ export class Hub extends EventEmitter<HubEvents> {
   #tick(): void {
     const now = Date.now()
     const silentMs = Math.max(SILENT_HEARTBEATS * this.#opts.heartbeatMs, this.#opts.leaseMs)
+    const lease = { v: LINK_PROTOCOL_VERSION, type: 'lease', leaseMs: this.#opts.leaseMs } as const
+    const leaseFrame = Buffer.from(JSON.stringify(lease))
     for (const session of this.#sessions.values()) {
       if (now - session.lastMessageAt > silentMs) {
         this.#log.warn({ agentId: session.agentId, silentMs: now - session.lastMessageAt }, 'agent silent; closing its connection')
@@ -362,7 +367,7 @@ export class Hub extends EventEmitter<HubEvents> {
         this.#drop(session)
         continue
       }
-      session.send({ v: LINK_PROTOCOL_VERSION, type: 'lease', leaseMs: this.#opts.leaseMs })
+      session.send(lease, leaseFrame)
     }
   }
 

@@ -311,18 +311,18 @@ export class Runs {
     let error = injection.error ?? null
     if (status === 'aborted' && reason === 'guard') error = { code: 'FAULTLINE_ERR_GUARD_FAILED', message: detail ?? 'a guard failed on the agent' }
     if (status === 'aborted' && reason === 'lease') error = { code: 'FAULTLINE_ERR_LEASE_EXPIRED', message: detail ?? 'the agent lost the server for longer than the lease' }
-    store.upsertRecord({
-      runId,
-      agentId,
-      requestId,
-      injectionId: injection.id,
+    const fields = {
       target: describeTarget(injection.resolved),
       targetKey: targetKey(injection.resolved),
       status,
-      reason: status === 'sent' || status === 'active' ? '' : reason || (status === 'failed' ? 'apply' : 'deadline'),
+      reason: status === 'sent' || status === 'active' ? ('' as const) : reason || (status === 'failed' ? ('apply' as const) : ('deadline' as const)),
       error,
       updatedAt: Date.now(),
-    })
+    }
+    // The record of this very injection exists (e.g. active, now recovered): update its row;
+    // otherwise the placeholder gives way to it, or it is inserted (upsertRecord).
+    if (existing && existing.runId === runId && existing.requestId === requestId && existing.injectionId === injection.id) store.updateRecord(existing.seq, fields)
+    else store.upsertRecord({ runId, agentId, requestId, injectionId: injection.id, ...fields })
     if (existing?.status !== status) {
       this.#o.event(`record.${status}`, `run ${runId}: ${agentId} ${describeTarget(injection.resolved)} ${status}${reason ? ` (${reason})` : ''}${detail ? `: ${detail}` : ''}`, {
         runId,
@@ -425,10 +425,13 @@ export class Runs {
     const ready = hub.readyIds()
     this.#o.event('halt', `halt by ${who}: recovering everything on ${ready.length} connected agent(s); ${runs.length} run(s) aborted`, { data: { runs: runs.map((r) => r.id) } })
     const requestId = `halt-${newId()}`
+    // The same halt goes to every agent: serialized once.
+    const message = { v: LINK_PROTOCOL_VERSION, type: 'halt', requestId } as const
+    const frame = Buffer.from(JSON.stringify(message))
     const agents = await Promise.all(
       ready.map((agentId) =>
         hub
-          .request(agentId, { v: LINK_PROTOCOL_VERSION, type: 'halt', requestId }, 60_000)
+          .request(agentId, message, 60_000, frame)
           .then((ack) => ({ agent: agentId, ok: !ack.error, ...(ack.error ? { error: ack.error.message } : {}) }))
           .catch((err: Error) => ({ agent: agentId, ok: false, error: err.message })),
       ),

@@ -324,6 +324,7 @@ export class Store {
         SELECT records.* FROM records JOIN runs ON runs.id = records.run_id
         WHERE records.agent_id = ? AND records.status IN ('sent', 'active') ORDER BY records.seq`),
       recSetStatus: db.prepare('UPDATE records SET status = ?, reason = ?, error = ?, updated_at = ? WHERE seq = ?'),
+      recUpdate: db.prepare('UPDATE records SET target = @target, target_key = @targetKey, status = @status, reason = @reason, error = @error, updated_at = @updatedAt WHERE seq = @seq'),
       eventInsert: db.prepare('INSERT INTO events (at, type, agent_id, run_id, message, data) VALUES (?, ?, ?, ?, ?, ?)'),
       eventList: db.prepare('SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?'),
       eventLatest: db.prepare('SELECT * FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id'),
@@ -523,6 +524,14 @@ export class Store {
       if (r.injectionId !== '') this.#s.recPlaceholderDelete.run(r.agentId, r.requestId)
       this.#insertRecord(r)
     })()
+  }
+
+  /**
+   * Writes what an agent said about an injection whose record exists already (same run, agent,
+   * request and injection): what upsertRecord ends in for it, as one UPDATE of that row.
+   */
+  updateRecord(seq: number, r: Pick<RecordRow, 'target' | 'targetKey' | 'status' | 'reason' | 'error' | 'updatedAt'>): void {
+    this.#s.recUpdate.run({ seq, target: r.target, targetKey: r.targetKey, status: r.status, reason: r.reason, error: r.error ? json(r.error) : null, updatedAt: r.updatedAt })
   }
 
   setRecordStatus(seq: number, status: RecordStatus, reason: RecordReason, error: { code: string; message: string } | null): void {
